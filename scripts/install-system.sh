@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Debian packages the corpus builder, the codec benchmark and the judges need.
+set -euo pipefail
+PKGS=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng
+      fluidsynth fluid-soundfont-gm fortunes fortunes-zh wordnet-base sox libsndfile1)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
