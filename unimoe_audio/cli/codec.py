@@ -1,0 +1,94 @@
+"""`unimoe-audio codec train|encode|decode`: the built-in codec from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unimoe_audio.codec import SpectralCodec, SpectralCodecConfig, load_audio, load_codec, save_audio
+from unimoe_audio.errors import UniMoEError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("codec", help="train the built-in codec; encode audio to codes and back")
+    sub = p.add_subparsers(dest="codec_command", metavar="ACTION", required=True)
+
+    t = sub.add_parser("train", help="learn a spectral RVQ codec from a folder of audio or a JSONL manifest")
+    t.add_argument("--audio", type=Path, required=True, help="folder of audio files, or a JSONL manifest with an 'audio' field")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--codebooks", type=int, default=SpectralCodecConfig.num_codebooks)
+    t.add_argument("--codebook-size", type=int, default=SpectralCodecConfig.codebook_size)
+    t.add_argument("--max-minutes", type=float, default=60.0, help="use at most this much audio")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=train)
+
+    e = sub.add_parser("encode", help="audio file -> codes .npy [K, T]")
+    e.add_argument("--codec", type=Path, required=True)
+    e.add_argument("input", type=Path)
+    e.add_argument("-o", "--output", type=Path, required=True)
+    e.set_defaults(func=encode)
+
+    d = sub.add_parser("decode", help="codes .npy [K, T] -> wav")
+    d.add_argument("--codec", type=Path, required=True)
+    d.add_argument("input", type=Path)
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.set_defaults(func=decode)
+
+
+def audio_files(source: Path) -> list[Path]:
+    """Audio paths from a folder (recursive, sorted) or a JSONL manifest ('audio' relative to it)."""
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    elif source.is_file():
+        files = []
+        for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                files.append(source.parent / json.loads(line)["audio"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UniMoEError(f"{source}:{n}: each manifest line must be a JSON object with an 'audio' field") from None
+    else:
+        raise UniMoEError(f"--audio {source} is neither a folder nor a manifest file")
+    if not files:
+        raise UniMoEError(f"no audio files found in {source}")
+    return files
+
+
+def train(args) -> int:
+    config = SpectralCodecConfig(num_codebooks=args.codebooks, codebook_size=args.codebook_size, seed=args.seed)
+    files = audio_files(args.audio)
+    order = np.random.default_rng(args.seed).permutation(len(files))
+    waves = (load_audio(files[i], config.sample_rate) for i in order)
+    max_frames = int(args.max_minutes * 60 * config.sample_rate / config.hop_length)
+    codec = SpectralCodec.train(waves, config, max_frames=max_frames)
+    codec.save_pretrained(args.out)
+    print(f"codec saved to {args.out}")
+    return 0
+
+
+def encode(args) -> int:
+    codec = load_codec(args.codec)
+    wave, rate = load_audio(args.input)
+    codes = codec.encode(wave, rate)[0].numpy()  # [K, T]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.output, codes)
+    print(f"{args.output}: {codes.shape[0]} codebooks x {codes.shape[1]} frames")
+    return 0
+
+
+def decode(args) -> int:
+    codec = load_codec(args.codec)
+    try:
+        codes = np.load(args.input)
+    except (OSError, ValueError) as err:
+        raise UniMoEError(f"cannot read codes from {args.input}: {err}") from None
+    wave = codec.decode(torch.from_numpy(codes))
+    save_audio(args.output, wave[0], codec.sample_rate)
+    print(f"wrote {args.output}")
+    return 0

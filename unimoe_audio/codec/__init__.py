@@ -1,0 +1,9 @@
+"""Audio <-> discrete tokens: the codec interface, the built-in codec, the delay pattern."""
+
+from unimoe_audio.codec.audio import load_audio, prepare_wave, save_audio
+from unimoe_audio.codec.base import Codec, load_codec
+from unimoe_audio.codec.delay import DelayPattern
+from unimoe_audio.codec.spectral import SpectralCodec, SpectralCodecConfig
+
+__all__ = ["Codec", "DelayPattern", "SpectralCodec", "SpectralCodecConfig", "load_audio", "load_codec",
+           "prepare_wave", "save_audio"]

@@ -1,0 +1,81 @@
+"""The codec interface: waveforms <-> discrete codes [B, K, T], saved as config.json + safetensors."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+
+from unimoe_audio.errors import UniMoEError
+
+CODEC_TYPES: dict[str, type["Codec"]] = {}
+
+
+class Codec(ABC):
+    """`encode(wave, sample_rate) -> LongTensor [B, K, T]`, `decode(codes) -> FloatTensor [B, samples]`.
+
+    `wave` may be [T], [B, T] or [B, C, T], float or integer PCM, at any sample rate: codecs
+    downmix and resample (soxr) before encoding. Encoding and decoding are deterministic.
+    """
+
+    codec_type: str
+    sample_rate: int
+    frame_rate: float
+    num_codebooks: int
+    codebook_size: int
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "codec_type", None):
+            CODEC_TYPES[cls.codec_type] = cls
+
+    @abstractmethod
+    def encode(self, wave, sample_rate: int) -> torch.Tensor: ...
+
+    @abstractmethod
+    def decode(self, codes: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def save_pretrained(self, directory: str | Path) -> Path: ...
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, directory: str | Path) -> "Codec": ...
+
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Validate codes [B, K, T] (or [K, T]) before decoding: shape and value range."""
+        codes = torch.as_tensor(codes)
+        if codes.dim() == 2:
+            codes = codes[None]
+        if codes.dim() != 3 or codes.shape[1] != self.num_codebooks:
+            raise UniMoEError(f"codes must be [B, {self.num_codebooks}, T], got {list(codes.shape)}")
+        if codes.is_floating_point():
+            raise UniMoEError("codes must be integers")
+        if codes.shape[-1] == 0:
+            raise UniMoEError("codes hold no frames")
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise UniMoEError(f"codes must lie in [0, {self.codebook_size}); got values in "
+                              f"[{int(codes.min())}, {int(codes.max())}] (strip EOS/PAD/BOS before decoding)")
+        return codes.long()
+
+
+def read_config(directory: str | Path) -> dict:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise UniMoEError(f"no codec found at {directory}: {path.name} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UniMoEError(f"{path} is not valid JSON: {err}") from None
+
+
+def load_codec(directory: str | Path) -> Codec:
+    """Load any saved codec; dispatches on config.json's "codec_type"."""
+    import unimoe_audio.codec  # noqa: F401  (registers every codec type)
+
+    codec_type = read_config(directory).get("codec_type")
+    if codec_type not in CODEC_TYPES:
+        raise UniMoEError(f"{directory}: unknown codec_type {codec_type!r}; known: {sorted(CODEC_TYPES)}")
+    return CODEC_TYPES[codec_type].from_pretrained(directory)

@@ -1,0 +1,1 @@
+"""Evaluation: offline judges, error rates, spectral distances."""
