@@ -1,0 +1,85 @@
+"""DCMoE layer speed: sorted dispatch vs the released code's loop structure vs an equal-width dense FFN.
+
+Prints tokens/s and ratios, all measured in this run. `--quick` for a short run.
+Regimes: training batches (forward + backward) and decode batches (forward only, 2–16 tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from unimoe_audio.moe import DCMoE, DCMoEConfig, SwiGLU
+from unimoe_audio.moe.routing import top_p_routing
+
+
+def loop_reference(layer: DCMoE, x: torch.Tensor) -> torch.Tensor:
+    """The released code's control flow: group tokens by how many experts they use, then loop
+    over those groups and over experts with boolean masks (REFERENCE.md §9)."""
+    c = layer.config
+    logits = F.linear(x.float(), layer.gate.weight.float())[:, : c.num_dynamic]
+    mask, weights = top_p_routing(logits, c.top_p)
+    out = layer._shared(x, None)
+    counts = mask.sum(-1)
+    for k in counts.unique().tolist():  # loop over expert-count groups
+        rows = (counts == k).nonzero().flatten()
+        xs, ms, ws = x[rows], mask[rows], weights[rows]
+        for e in range(c.num_routed):  # loop over experts, boolean mask per expert
+            sel = ms[:, e]
+            if sel.any():
+                y = layer.experts.expert(e, xs[sel]) * ws[sel, e, None]
+                out[rows[sel]] += y
+    return out
+
+
+def timeit(fn, repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def bench(name: str, config: DCMoEConfig, tokens: int, repeats: int, train: bool) -> None:
+    torch.manual_seed(0)
+    layer = DCMoE(config).train(train)
+    x = torch.randn(tokens, config.hidden_size, requires_grad=train)
+    with torch.no_grad():
+        mean_experts = layer(x).num_experts.float().mean().item()
+    dense = SwiGLU(config.hidden_size, round(mean_experts * config.routed_size) + config.num_shared * config.shared_size)
+
+    def run(f):
+        if train:
+            return lambda: f().sum().backward()
+        return lambda: torch.no_grad()(f)()
+
+    t_moe = timeit(run(lambda: layer(x).hidden_states), repeats)
+    t_dense = timeit(run(lambda: dense(x)), repeats)
+    t_loop = timeit(run(lambda: loop_reference(layer, x)), repeats)
+    mode = "fwd+bwd" if train else "fwd"
+    print(f"| {name} | {mode} | {tokens} | {mean_experts:.2f} | {tokens / t_moe:,.0f} | {tokens / t_loop:,.0f} | "
+          f"{tokens / t_dense:,.0f} | {t_loop / t_moe:.2f}x | {t_moe / t_dense:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    tiny = DCMoEConfig(hidden_size=256, routed_size=512, shared_size=256, router_jitter=0.0)
+    paper = DCMoEConfig(router_jitter=0.0)
+    reps = 2 if args.quick else 5
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    print("| config | pass | tokens | experts/token | DCMoE tok/s | loop tok/s | equal-width dense tok/s | DCMoE vs loop | DCMoE time / dense time |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    bench("tiny d=256", tiny, 8192, reps, train=True)
+    bench("paper d=2048", paper, 512 if args.quick else 1024, reps, train=True)
+    for tokens in (2, 16):
+        bench("paper d=2048 decode", paper, tokens, reps * 5, train=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The offline corpus: text normalisation, a real tiny build (resumable), encoding, mixing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from unimoe_audio.codec import SpectralCodec, SpectralCodecConfig
+from unimoe_audio.data import MixtureSampler, TokenDataset, build, encode_corpus
+from unimoe_audio.data.build import read_manifest
+from unimoe_audio.data.text import english_sentences, mandarin_phrases, normalize_english, number_to_words, pinyin_tones
+from unimoe_audio.errors import UniMoEError
+
+
+def test_english_normalisation_spells_out_numbers_and_abbreviations():
+    assert normalize_english("Dr. Smith paid $45 & left at 3.") == "doctor Smith paid forty five dollars and left at three."
+    assert number_to_words(1999) == "one thousand nine hundred ninety nine"
+    assert normalize_english("Too short") is None
+    assert normalize_english("see http://x.org/~a for more details please") is None
+
+
+def test_sentence_sources_are_large_and_clean():
+    en, zh = english_sentences(), mandarin_phrases()
+    assert len(en) > 5000 and len(zh) > 5000
+    assert all(3 <= len(s.split()) <= 20 for s in en[:500])
+    assert all("\x1b" not in p and 4 <= len(p) <= 16 for p in zh[:500])
+    assert pinyin_tones("你好") == "ni3 hao3"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    report = build(out, "tiny", seed=0, workers=2, progress=False)
+    return out, report
+
+
+def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
+    out, report = corpus
+    assert report["speakers"]["en"] >= 20 and report["speakers"]["zh"] >= 8
+    for split in ("train", "validation", "test"):
+        entries = read_manifest(out / f"{split}.jsonl")
+        assert {e["task"] for e in entries} == {"tts", "clone", "t2m"}, split
+        for e in entries:
+            assert (out / e["audio"]).is_file()
+    train = read_manifest(out / "train.jsonl")
+    music = [e for e in train if e["task"] == "t2m"]
+    assert all(str(e["bpm"]) in e["caption"] for e in music)
+    speech = [e for e in train if e["group"].startswith("speech")]
+    assert len(speech) > 2 * len(music)  # the paper's imbalance
+    clone = [e for e in train if e["task"] == "clone"]
+    assert all(e["prompt_audio"] != e["audio"] for e in clone)
+    test_texts = {e["text"] for e in read_manifest(out / "test.jsonl") if e["task"] == "tts"}
+    assert not test_texts & {e["text"] for e in speech}
+
+
+def test_rebuild_is_deterministic_and_skips_finished_items(corpus):
+    out, _ = corpus
+    before = (out / "train.jsonl").read_text()
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "audio").glob("*.wav")}
+    build(out, "tiny", seed=0, workers=2, progress=False)
+    assert (out / "train.jsonl").read_text() == before
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "audio").glob("*.wav")} == stamp
+
+
+def test_encode_dataset_and_sampler(corpus, tmp_path):
+    out, _ = corpus
+    from unimoe_audio.codec import load_audio
+
+    waves = [load_audio(out / e["audio"], 16_000) for e in read_manifest(out / "train.jsonl")[:20]]
+    codec = SpectralCodec.train(iter(waves), SpectralCodecConfig(num_codebooks=3, codebook_size=32, kmeans_iters=3), progress=False)
+    encode_corpus(out, codec, progress=False)
+    ds = TokenDataset(out / "tokens", "train")
+    ex = ds[0]
+    assert ex.codes.shape[0] == 3 and abs(ex.codes.shape[1] - ex.meta["duration"] * 50) <= 2
+    clone = next(ds[i] for i in range(len(ds)) if ds[i].meta["task"] == "clone")
+    assert clone.prompt_codes is not None and clone.prompt_codes.shape[0] == 3
+
+    balanced = MixtureSampler(ds.groups, 64, "balanced", seed=1)
+    picks = [ds.groups[i] for _ in range(20) for i in next(balanced)]
+    shares = {g: picks.count(g) / len(picks) for g in set(picks)}
+    assert all(abs(s - 1 / 3) < 0.06 for s in shares.values()), shares
+    natural = MixtureSampler(ds.groups, 64, "natural", seed=1)
+    picks = [ds.groups[i] for _ in range(20) for i in next(natural)]
+    assert picks.count("music") / len(picks) < 0.25
+
+    resumed = MixtureSampler(ds.groups, 8, seed=3)
+    for _ in range(5):
+        next(balanced)
+    resumed.load_state_dict({"step": 7})
+    original = MixtureSampler(ds.groups, 8, seed=3)
+    [next(original) for _ in range(7)]
+    assert next(resumed) == next(original)
+
+    codes = np.load(out / "tokens" / "train" / "codes.npy")
+    np.save(out / "tokens" / "train" / "codes.npy", codes[:, :10])
+    with pytest.raises(UniMoEError, match="truncated"):
+        TokenDataset(out / "tokens", "train")
+
+
+def test_bad_requests_raise(tmp_path):
+    with pytest.raises(UniMoEError, match="unknown corpus size"):
+        build(tmp_path, "huge", progress=False)
+    with pytest.raises(UniMoEError, match="no encoded tokens"):
+        TokenDataset(tmp_path, "train")
+    with pytest.raises(UniMoEError, match="mix must be"):
+        MixtureSampler(["music"], 2, "odd")

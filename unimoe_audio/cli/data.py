@@ -1,0 +1,37 @@
+"""`unimoe-audio data build|encode`: make the offline corpus and its codec tokens."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from unimoe_audio.codec import load_codec
+from unimoe_audio.data import SIZES, build, encode_corpus
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="build the offline speech + music corpus; encode it to codec tokens")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="synthesize speech (flite/festival/espeak-ng) and render music (music21 + FluidSynth)")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    b.set_defaults(func=run_build)
+    e = sub.add_parser("encode", help="encode every split with a codec into <corpus>/tokens/")
+    e.add_argument("--corpus", type=Path, required=True)
+    e.add_argument("--codec", type=Path, required=True)
+    e.set_defaults(func=run_encode)
+
+
+def run_build(args) -> int:
+    report = build(args.out, args.size, args.seed, args.workers)
+    print(f"{report['items']} items, hours {report['hours']}, speakers {report['speakers']}, "
+          f"{len(report['skipped'])} skipped; report: {args.out / 'report.md'}")
+    return 0
+
+
+def run_encode(args) -> int:
+    counts = encode_corpus(args.corpus, load_codec(args.codec))
+    print(f"encoded {counts} into {args.corpus / 'tokens'}")
+    return 0

@@ -1,0 +1,198 @@
+"""`data build`: plan a seeded corpus, render it in parallel (resumable), write manifests and a report.
+
+Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md.
+Manifest fields: id, task (tts | clone | t2m), group (speech-en | speech-zh | music), language
+(en | zh | null), text, caption, speaker, audio, duration; clone items add prompt_audio,
+prompt_text; music items add bpm, key, metre, instruments, source, piece.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from unimoe_audio.data.music import SOURCES, list_pieces, render_music
+from unimoe_audio.data.text import english_sentences, mandarin_phrases
+from unimoe_audio.data.voices import check_tools, speakers, synthesize
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import atomic_path, write_json
+
+SPLITS = ("train", "validation", "test")
+TASK_GROUPS = ("speech-en", "speech-zh", "music")
+
+
+@dataclass(frozen=True)
+class CorpusSize:
+    speech_en: int
+    speech_zh: int
+    clone_fraction: float  # clone pairs per speech item
+    music: int
+    held_out: float  # fraction of each group in validation and in test (at least 2 items each)
+
+
+SIZES = {
+    "tiny": CorpusSize(speech_en=40, speech_zh=20, clone_fraction=0.25, music=14, held_out=0.15),
+    "small": CorpusSize(speech_en=1500, speech_zh=750, clone_fraction=0.2, music=360, held_out=0.05),
+    "full": CorpusSize(speech_en=11000, speech_zh=6000, clone_fraction=0.2, music=3000, held_out=0.03),
+}
+
+
+def _split_of(i: int, n: int, held_out: float) -> str:
+    k = max(2, round(n * held_out))
+    return "test" if i < k else "validation" if i < 2 * k else "train"
+
+
+def plan(size: str, seed: int) -> list[dict]:
+    """The deterministic list of items to render (no audio yet)."""
+    if size not in SIZES:
+        raise UniMoEError(f"unknown corpus size {size!r}; choose one of {sorted(SIZES)}")
+    s = SIZES[size]
+    rng = random.Random(seed)
+    items: list[dict] = []
+    for language, count, sentences in (("en", s.speech_en, english_sentences()), ("zh", s.speech_zh, mandarin_phrases())):
+        voices = speakers(language)
+        if len(sentences) < count:
+            raise UniMoEError(f"only {len(sentences)} {language} sentences available, {count} needed")
+        chosen = rng.sample(sentences, count)
+        for i, text in enumerate(chosen):
+            speaker = voices[i % len(voices)]
+            items.append({"id": f"{language}-{i:05d}", "task": "tts", "group": f"speech-{language}", "language": language,
+                          "text": text, "caption": None, "speaker": speaker.id, "split": _split_of(i, count, s.held_out),
+                          "render": {"kind": "speech", "speaker": speaker}})
+    pieces = [(src, path, num) for src in SOURCES for path, num in list_pieces(src)]
+    rng.shuffle(pieces)
+    # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
+    for i, (src, path, num) in enumerate(pieces[: s.music * 2]):
+        items.append({"id": f"music-{i:05d}", "task": "t2m", "group": "music", "language": None, "text": None,
+                      "speaker": None, "split": _split_of(i, s.music, s.held_out),
+                      "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i}})
+    return items
+
+
+def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
+    """Worker: render one item unless its wav exists. Returns (id, extra fields, error)."""
+    out = Path(audio_dir) / f"{item['id']}.wav"
+    meta_path = out.with_suffix(".json")
+    if out.is_file() and meta_path.is_file():
+        return item["id"], json.loads(meta_path.read_text()), None
+    spec = item["render"]
+    try:
+        with atomic_path(out) as tmp:
+            if spec["kind"] == "speech":
+                synthesize(spec["speaker"], item["text"], tmp)
+                extra = {}
+            else:
+                extra = render_music(spec["source"], spec["path"], spec["number"], spec["seed"], tmp)
+            extra["duration"] = round(sf.info(str(tmp)).duration, 3)
+        write_json(meta_path, extra)
+        return item["id"], extra, None
+    except RuntimeError as err:
+        return item["id"], None, str(err)
+
+
+def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
+    """Build (or finish building) the corpus at `out`; returns the report."""
+    check_tools()
+    items = plan(size, seed)
+    audio_dir = out / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, tuple[dict | None, str | None]] = {}
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = pool.map(_render, items, [str(audio_dir)] * len(items), chunksize=4)
+        for item_id, extra, error in tqdm(futures, total=len(items), desc=f"building {size} corpus", unit="item",
+                                          disable=not progress):
+            results[item_id] = (extra, error)
+
+    target_music = SIZES[size].music
+    entries, skipped, music_kept = [], [], 0
+    for item in items:
+        extra, error = results[item["id"]]
+        if error:
+            skipped.append({"id": item["id"], "reason": error})
+            continue
+        if item["task"] == "t2m":
+            if music_kept >= target_music:
+                continue
+            item["split"] = _split_of(music_kept, target_music, SIZES[size].held_out)
+            music_kept += 1
+        entry = {k: v for k, v in item.items() if k != "render"}
+        entry.update(extra, audio=f"audio/{item['id']}.wav")
+        entries.append(entry)
+    entries += clone_pairs(entries, SIZES[size].clone_fraction, seed)
+
+    for split in SPLITS:
+        with atomic_path(out / f"{split}.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps({k: v for k, v in e.items() if k != "split"}, ensure_ascii=False) + "\n"
+                                   for e in entries if e["split"] == split), encoding="utf-8")
+    report = make_report(entries, skipped, size, seed)
+    write_json(out / "report.json", report)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(report_markdown(report), encoding="utf-8")
+    return report
+
+
+def clone_pairs(entries: list[dict], fraction: float, seed: int) -> list[dict]:
+    """Voice-cloning items: a target utterance of one split and a different prompt utterance of the
+    same speaker (the prompt may come from any split; the target sentence stays held out)."""
+    rng = random.Random(seed + 1)
+    by_speaker: dict[str, list[dict]] = {}
+    for e in entries:
+        if e["task"] == "tts":
+            by_speaker.setdefault(e["speaker"], []).append(e)
+    pairs = []
+    for speaker, group in sorted(by_speaker.items()):
+        if len(group) < 2:
+            continue
+        for target in group:
+            if target["split"] == "train" and rng.random() >= fraction:
+                continue
+            prompt = rng.choice([e for e in group if e is not target])
+            pairs.append({**target, "id": f"clone-{target['id']}", "task": "clone",
+                          "prompt_audio": prompt["audio"], "prompt_text": prompt["text"]})
+    return pairs
+
+
+def make_report(entries: list[dict], skipped: list[dict], size: str, seed: int) -> dict:
+    counts = Counter((e["split"], e["task"], e["language"] or "-") for e in entries)
+    hours = Counter()
+    for e in entries:
+        if e["task"] != "clone":
+            hours[e["group"]] += e["duration"] / 3600
+    return {
+        "size": size, "seed": seed,
+        "items": len(entries),
+        "counts": [{"split": s, "task": t, "language": lang, "items": n} for (s, t, lang), n in sorted(counts.items())],
+        "hours": {g: round(h, 4) for g, h in sorted(hours.items())},
+        "speakers": {lang: len({e["speaker"] for e in entries if e["language"] == lang}) for lang in ("en", "zh")},
+        "skipped": skipped,
+    }
+
+
+def report_markdown(report: dict) -> str:
+    lines = [f"# Corpus report ({report['size']}, seed {report['seed']})", "",
+             f"{report['items']} items; speakers: {report['speakers']['en']} English, {report['speakers']['zh']} Mandarin.", "",
+             "| split | task | language | items |", "|---|---|---|---|"]
+    lines += [f"| {c['split']} | {c['task']} | {c['language']} | {c['items']} |" for c in report["counts"]]
+    lines += ["", "| group | hours |", "|---|---|"] + [f"| {g} | {h:.3f} |" for g, h in report["hours"].items()]
+    lines += ["", f"Skipped {len(report['skipped'])} items:"] + [f"- {s['id']}: {s['reason']}" for s in report["skipped"]]
+    return "\n".join(lines) + "\n"
+
+
+def read_manifest(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UniMoEError(f"manifest not found: {path} (build the corpus with `unimoe-audio data build`)")
+    entries = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UniMoEError(f"{path}:{n}: not valid JSON ({err})") from None
+    return entries

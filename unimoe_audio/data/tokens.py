@@ -1,0 +1,99 @@
+"""`data encode`: corpus audio -> codec tokens in memory-mappable shards; `TokenDataset` reads them.
+
+<corpus>/tokens/<split>/codes.npy holds every item's codes concatenated along time
+(int16 [K, total_frames]); index.jsonl holds each manifest entry plus `offset`/`frames` (and
+`prompt_offset`/`prompt_frames` for clone items, pointing at the prompt utterance's codes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from unimoe_audio.codec import Codec, load_audio
+from unimoe_audio.data.build import SPLITS, read_manifest
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import atomic_path, write_json
+
+
+@dataclass
+class Example:
+    meta: dict  # the manifest entry
+    codes: torch.Tensor  # [K, T] long
+    prompt_codes: torch.Tensor | None  # [K, Tp] long, clone items only
+
+
+def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = True) -> dict[str, int]:
+    """Encode every split's audio; a split whose shard is complete and matches the codec is kept."""
+    counts = {}
+    for split in splits:
+        entries = read_manifest(corpus / f"{split}.jsonl")
+        out = corpus / "tokens" / split
+        info_path = out / "info.json"
+        signature = {"codec_type": codec.codec_type, "num_codebooks": codec.num_codebooks,
+                     "codebook_size": codec.codebook_size, "items": len(entries)}
+        if info_path.is_file() and json.loads(info_path.read_text()) == signature:
+            counts[split] = len(entries)
+            continue
+        cache: dict[str, np.ndarray] = {}
+
+        def codes_of(rel: str) -> np.ndarray:
+            if rel not in cache:
+                wave, rate = load_audio(corpus / rel)
+                cache[rel] = codec.encode(wave, rate)[0].numpy().astype(np.int16)  # [K, T]
+            return cache[rel]
+
+        chunks, index, offset = [], [], 0
+        for entry in tqdm(entries, desc=f"encoding {split}", unit="item", disable=not progress):
+            row = dict(entry)
+            for prefix, rel in (("", entry["audio"]), ("prompt_", entry.get("prompt_audio"))):
+                if rel is None:
+                    continue
+                codes = codes_of(rel)
+                chunks.append(codes)
+                row[f"{prefix}offset"], row[f"{prefix}frames"] = offset, codes.shape[1]
+                offset += codes.shape[1]
+            index.append(row)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "codes.npy") as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.concatenate(chunks, axis=1) if chunks else np.zeros((codec.num_codebooks, 0), np.int16))
+        with atomic_path(out / "index.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in index), encoding="utf-8")
+        write_json(info_path, signature)  # written last: marks the shard complete
+        counts[split] = len(entries)
+    return counts
+
+
+class TokenDataset:
+    """Random access to encoded items: `dataset[i] -> Example`; `groups[i]` is the task group."""
+
+    def __init__(self, tokens_dir: str | Path, split: str):
+        root = Path(tokens_dir) / split
+        if not (root / "info.json").is_file():
+            raise UniMoEError(f"no encoded tokens at {root}; run `unimoe-audio data encode` first")
+        try:
+            self.codes = np.load(root / "codes.npy", mmap_mode="r")  # [K, total]
+            self.index = read_manifest(root / "index.jsonl")
+        except (OSError, ValueError) as err:
+            raise UniMoEError(f"token shard {root} is corrupt ({err}); delete it and re-run `unimoe-audio data encode`") from None
+        last = max((r["offset"] + r["frames"] for r in self.index), default=0)
+        if last > self.codes.shape[1]:
+            raise UniMoEError(f"token shard {root} is truncated; delete it and re-run `unimoe-audio data encode`")
+        self.groups = [r["group"] for r in self.index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _slice(self, offset: int, frames: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.codes[:, offset: offset + frames], dtype=np.int64))
+
+    def __getitem__(self, i: int) -> Example:
+        r = self.index[i]
+        prompt = self._slice(r["prompt_offset"], r["prompt_frames"]) if "prompt_offset" in r else None
+        return Example(meta=r, codes=self._slice(r["offset"], r["frames"]), prompt_codes=prompt)

@@ -1,0 +1,98 @@
+"""Speakers for the speech corpus: real offline synthesizers plus signal-level speaker augmentation.
+
+Base voices (Debian main): flite's CMU ARCTIC voices, festival's diphone and HTS voices for
+English; espeak-ng's cmn-latn-pinyin voice (fed tone-numbered pinyin) with voice variants for
+Mandarin. Each base voice is multiplied into several speakers by pitch (semitones) and tempo
+shifts with sox, so the corpus has >= 20 English and >= 8 Mandarin speakers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimoe_audio.data.text import pinyin_tones
+from unimoe_audio.errors import UniMoEError
+
+
+@dataclass(frozen=True)
+class BaseVoice:
+    name: str
+    language: str  # "en" | "zh"
+    engine: str  # "flite" | "festival" | "espeak"
+    voice: str
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A base voice plus a fixed pitch shift (semitones) and tempo factor."""
+
+    base: BaseVoice
+    pitch: float = 0.0
+    tempo: float = 1.0
+
+    @property
+    def id(self) -> str:
+        suffix = "" if (self.pitch, self.tempo) == (0.0, 1.0) else f"_p{self.pitch:+g}_t{self.tempo:g}"
+        return f"{self.language}_{self.base.name}{suffix}"
+
+    @property
+    def language(self) -> str:
+        return self.base.language
+
+
+BASE_VOICES = (
+    BaseVoice("slt", "en", "flite", "slt"),
+    BaseVoice("rms", "en", "flite", "rms"),
+    BaseVoice("awb", "en", "flite", "awb"),
+    BaseVoice("kal16", "en", "flite", "kal16"),
+    BaseVoice("kal", "en", "festival", "voice_kal_diphone"),
+    BaseVoice("ked", "en", "festival", "voice_ked_diphone"),
+    BaseVoice("sltHTS", "en", "festival", "voice_cmu_us_slt_arctic_hts"),
+    BaseVoice("cmnM1", "zh", "espeak", "cmn-latn-pinyin+m1"),
+    BaseVoice("cmnF2", "zh", "espeak", "cmn-latn-pinyin+f2"),
+    BaseVoice("cmnM3", "zh", "espeak", "cmn-latn-pinyin+m3"),
+    BaseVoice("cmnF4", "zh", "espeak", "cmn-latn-pinyin+f4"),
+)
+# (pitch semitones, tempo) variants applied to every base voice.
+AUGMENTATIONS = ((0.0, 1.0), (-2.0, 0.95), (2.0, 1.05))
+REQUIRED_TOOLS = {"flite": "flite", "festival": "text2wave", "espeak": "espeak-ng", "sox": "sox"}
+
+
+def speakers(language: str) -> list[Speaker]:
+    return [Speaker(v, p, t) for v in BASE_VOICES if v.language == language for p, t in AUGMENTATIONS]
+
+
+def check_tools() -> None:
+    missing = [tool for tool in REQUIRED_TOOLS.values() if shutil.which(tool) is None]
+    if missing:
+        raise UniMoEError(f"missing synthesis tools: {', '.join(missing)}; run scripts/install-system.sh (make install)")
+
+
+def _run(cmd: list[str], **kw) -> None:
+    result = subprocess.run(cmd, capture_output=True, **kw)
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {result.stderr.decode(errors='ignore')[-300:]}")
+
+
+def synthesize(speaker: Speaker, text: str, out: Path, sample_rate: int = 16_000) -> None:
+    """Speak `text` with `speaker` into a 16-bit mono wav at `sample_rate` (raises RuntimeError)."""
+    base = speaker.base
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        if base.engine == "flite":
+            _run(["flite", "-voice", base.voice, "-t", text, "-o", str(raw)])
+        elif base.engine == "festival":
+            _run(["text2wave", "-eval", f"({base.voice})", "-o", str(raw)], input=text.encode())
+        else:
+            _run(["espeak-ng", "-v", base.voice, "-s", "150", "-w", str(raw), pinyin_tones(text)])
+        effects = ["remix", "-", "rate", str(sample_rate)]
+        if speaker.pitch:
+            effects += ["pitch", str(int(speaker.pitch * 100))]
+        if speaker.tempo != 1.0:
+            effects += ["tempo", "-s", str(speaker.tempo)]
+        effects += ["silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse", "norm", "-1"]
+        _run(["sox", str(raw), "-t", "wav", "-b", "16", str(out), *effects])
