@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from unimoe_audio.moe import DCMoE, DCMoEConfig, SwiGLU
+from unimoe_audio.moe.experts import swiglu
 from unimoe_audio.moe.routing import top_p_routing
 
 
@@ -23,6 +24,7 @@ def loop_reference(layer: DCMoE, x: torch.Tensor) -> torch.Tensor:
     logits = F.linear(x.float(), layer.gate.weight.float())[:, : c.num_dynamic]
     mask, weights = top_p_routing(logits, c.top_p)
     out = layer._shared(x, None)
+    experts = list(zip(layer.experts.w_gate.unbind(0), layer.experts.w_up.unbind(0), layer.experts.w_down.unbind(0)))
     counts = mask.sum(-1)
     for k in counts.unique().tolist():  # loop over expert-count groups
         rows = (counts == k).nonzero().flatten()
@@ -30,7 +32,7 @@ def loop_reference(layer: DCMoE, x: torch.Tensor) -> torch.Tensor:
         for e in range(c.num_routed):  # loop over experts, boolean mask per expert
             sel = ms[:, e]
             if sel.any():
-                y = layer.experts.expert(e, xs[sel]) * ws[sel, e, None]
+                y = swiglu(xs[sel], *experts[e]) * ws[sel, e, None]
                 out[rows[sel]] += y
     return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from unimoe_audio.moe.experts import RoutedExperts
+from unimoe_audio.moe.experts import RoutedExperts, swiglu
 
 
 def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts: RoutedExperts) -> torch.Tensor:
@@ -23,13 +23,16 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts
     counts = torch.bincount(expert_idx, minlength=experts.num_experts).tolist()
     rows = x.index_select(0, token_idx)  # [P, D]
     pair_weight = weights[token_idx, expert_idx].to(x.dtype)[:, None]  # [P, 1]
+    # unbind once: its backward stacks the per-expert gradients in one write, where indexing
+    # w[e] per expert would materialise a full-size zero gradient for every expert.
+    gates, ups, downs = experts.w_gate.unbind(0), experts.w_up.unbind(0), experts.w_down.unbind(0)
     out = torch.zeros_like(x)
     start = 0
     for e, count in enumerate(counts):
         if count == 0:
             continue
         end = start + count
-        y = experts.expert(e, rows[start:end]) * pair_weight[start:end]
+        y = swiglu(rows[start:end], gates[e], ups[e], downs[e]) * pair_weight[start:end]
         out.index_add_(0, token_idx[start:end], y)
         start = end
     return out

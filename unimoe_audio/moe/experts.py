@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """x [n, D] through one expert: w_gate, w_up [F, D], w_down [D, F] -> [n, D]."""
+    return (F.silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+
+
 class SwiGLU(nn.Module):
     """Dense FFN: down(silu(gate(x)) * up(x)), bias-free (the backbone's MLP)."""
 
@@ -40,4 +45,4 @@ class RoutedExperts(nn.Module):
 
     def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Expert e on rows x [n, D] -> [n, D]."""
-        return (F.silu(x @ self.w_gate[e].T) * (x @ self.w_up[e].T)) @ self.w_down[e].T
+        return swiglu(x, self.w_gate[e], self.w_up[e], self.w_down[e])
