@@ -75,7 +75,9 @@ def load_codec(directory: str | Path) -> Codec:
     """Load any saved codec; dispatches on config.json's "codec_type"."""
     import unimoe_audio.codec  # noqa: F401  (registers every codec type)
 
-    codec_type = read_config(directory).get("codec_type")
+    config = read_config(directory)
+    # Hugging Face codec directories carry "model_type" ("dac", "encodec") instead of our "codec_type".
+    codec_type = config.get("codec_type", config.get("model_type"))
     if codec_type not in CODEC_TYPES:
         raise UniMoEError(f"{directory}: unknown codec_type {codec_type!r}; known: {sorted(CODEC_TYPES)}")
     return CODEC_TYPES[codec_type].from_pretrained(directory)
