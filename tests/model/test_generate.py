@@ -1,0 +1,113 @@
+"""Generation: delay-pattern rules, seeding, batching, guidance, Top-P override, the API and the CLI."""
+
+import soundfile as sf
+import torch
+import pytest
+
+from unimoe_audio.cli.main import main
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.model import GenerationConfig, Generator, Request, UniMoEAudio, UniMoEAudioModel
+from unimoe_audio.model.generate import sample
+
+from .conftest import C, K, tiny_config
+
+
+@pytest.fixture(scope="module")
+def api(frontend, codec):
+    torch.manual_seed(0)
+    return UniMoEAudio(UniMoEAudioModel(tiny_config(frontend)), frontend, codec)
+
+
+def requests(examples):
+    return [Request.from_example(ex) for ex in examples]
+
+
+def test_delayed_frames_follow_the_pattern(api, examples):
+    config = GenerationConfig(max_frames=12, min_frames=5, seed=0)
+    frames = eos_at = None
+    for frames, eos_at in api.generator.steps(requests(examples), config):
+        pass
+    pattern = api.generator.pattern
+    assert ((eos_at >= 5) & (eos_at <= 12)).all()
+    for b in range(len(examples)):
+        e = int(eos_at[b])
+        for k, d in enumerate(pattern.delays):
+            row = frames[b, k]
+            assert (row[:d] == pattern.bos).all()
+            assert (row[d:e + d] < C).all()  # real codes until this codebook's EOS
+            assert row[e + d] == pattern.eos
+            assert (row[e + d + 1:] == pattern.pad).all()
+
+
+def test_seeded_generation_repeats(api, examples):
+    config = GenerationConfig(max_frames=10, seed=3)
+    a = api.generator.run(requests(examples), config)
+    b = api.generator.run(requests(examples), config)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(x.shape[0] == K for x in a)
+
+
+def test_a_mixed_batch_equals_each_request_alone(api, examples):
+    """Greedy decoding: left padding and batching must not change any row."""
+    config = GenerationConfig(max_frames=8, temperature=0.0)
+    together = api.generator.run(requests(examples), config)
+    for req, codes in zip(requests(examples), together):
+        assert torch.equal(api.generator.run([req], config)[0], codes)
+
+
+def test_guidance_scale_changes_the_output(api, examples):
+    reqs = requests(examples)[3:]  # music
+    plain = api.generator.run(reqs, GenerationConfig(max_frames=10, min_frames=10, temperature=0.0, guidance_scale=0.0))
+    guided = api.generator.run(reqs, GenerationConfig(max_frames=10, min_frames=10, temperature=0.0, guidance_scale=5.0))
+    assert not torch.equal(plain[0], guided[0])
+
+
+def test_sampling_respects_top_k_and_per_codebook_settings():
+    logits = torch.randn(64, 2, 10)
+    out = sample(logits, torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]), None)
+    top2 = logits[:, 0].topk(2).indices
+    assert (out[:, 0:1] == top2).any(-1).all()
+    assert torch.equal(out[:, 1], logits[:, 1].argmax(-1))  # temperature 0 = greedy
+
+
+def test_moe_top_p_override_is_applied_and_restored(api, examples):
+    moe = api.model.moe_layers()
+    api.generator.run(requests(examples)[:1], GenerationConfig(max_frames=4, moe_top_p=0.2))
+    assert all(m.top_p == m.config.top_p for m in moe)
+    api.model.set_top_p(0.05)
+    assert all(m.top_p == 0.05 for m in moe)
+    api.model.set_top_p(None)
+
+
+def test_api_speaks_clones_and_plays(api, tmp_path, codec):
+    wave, rate = api.tts("The birch canoe.", language="en", speaker="en_slt", config=GenerationConfig(max_frames=6, seed=0))
+    assert rate == 16_000 and wave.ndim == 1 and 0 < len(wave) <= 6 * 320
+    prompt = tmp_path / "prompt.wav"
+    sf.write(prompt, codec.decode(torch.randint(0, C, (1, K, 20)))[0].numpy(), 16_000)
+    wave, _ = api.tts("Rice.", language="en", prompt_audio=prompt, prompt_text="Glue the sheet.",
+                      config=GenerationConfig(max_frames=5, seed=0))
+    assert len(wave) > 0
+    wave, _ = api.music("A jig on violin.", duration=0.2)
+    assert len(wave) == (10 - 1) * 320  # exactly duration · frame rate frames
+    with pytest.raises(UniMoEError, match="either speaker"):
+        api.tts("Hi.", language="en")
+
+
+def test_streaming_yields_the_whole_clip_in_chunks(api, examples):
+    config = GenerationConfig(max_frames=30, min_frames=30, seed=1)
+    chunks = list(api.stream(requests(examples)[3], config, chunk_frames=8))
+    full = api.generate([requests(examples)[3]], config)[0]
+    assert len(chunks) >= 3 and sum(len(c) for c in chunks) == len(full)
+
+
+def test_generate_cli(api, tmp_path, capsys):
+    api.save_pretrained(tmp_path / "model")
+    out = tmp_path / "speech.wav"
+    assert main(["generate", "--model", str(tmp_path / "model"), "--task", "tts", "--text", "The birch canoe.",
+                 "--speaker", "en_slt", "--seed", "0", "-o", str(out)]) == 0
+    assert sf.info(out).samplerate == 16_000 and "real-time factor" in capsys.readouterr().out
+    assert main(["generate", "--model", str(tmp_path / "model"), "--task", "music", "--caption", "jig",
+                 "--duration", "0.3", "-o", str(tmp_path / "music.wav")]) == 0
+    assert main(["generate", "--model", str(tmp_path / "model"), "--task", "tts", "--text", "Hi.",
+                 "--speaker", "nobody", "-o", str(out)]) == 2
+    assert "unknown speaker" in capsys.readouterr().err

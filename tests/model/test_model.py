@@ -1,0 +1,124 @@
+"""The transformer, the sequence format and the training forward."""
+
+import numpy as np
+import pytest
+import torch
+
+from unimoe_audio.codec import DelayPattern
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.model import (IGNORE, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
+                                save_model)
+from unimoe_audio.model.frontend import english_ipa, mandarin_pinyin
+
+from .conftest import K, tiny_config
+
+
+def make(frontend, ffn="moe", seed=0):
+    torch.manual_seed(seed)
+    config = tiny_config(frontend, ffn)
+    return UniMoEAudioModel(config).eval(), SequenceCollator(frontend, DelayPattern(config.delays, config.codebook_size))
+
+
+def test_presets_build_the_paper_shape():
+    paper = UniMoEAudioConfig.preset("paper")
+    assert (paper.hidden_size, paper.num_layers, paper.num_heads, paper.num_kv_heads, paper.head_dim) == (2048, 36, 16, 2, 128)
+    assert (paper.moe.num_routed, paper.moe.num_null, paper.moe.num_shared, paper.moe.top_p) == (8, 1, 2, 0.7)
+    assert paper.delays == (0, *range(8, 19)) and paper.audio_vocab_size == 1027
+    tiny = UniMoEAudioModel(UniMoEAudioConfig.preset("tiny"))
+    assert 1e6 < sum(p.numel() for p in tiny.parameters()) < 2e7
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(hidden_size=30), "hidden_size"), (dict(num_kv_heads=3), "divisible"), (dict(ffn="conv"), "ffn"),
+    (dict(delays=(0, 1)), "delays"), (dict(cond_dropout=1.5), "cond_dropout")])
+def test_invalid_configs_name_the_problem(frontend, changes, message):
+    with pytest.raises(UniMoEError, match=message):
+        tiny_config(frontend, **changes)
+
+
+def test_front_end_uses_phonemes_and_pinyin(frontend):
+    assert "ð" in english_ipa("the") and mandarin_pinyin("你好") == "ni3 hao3"
+    with pytest.raises(UniMoEError, match="unknown speaker"):
+        frontend.speaker("nobody")
+    with pytest.raises(UniMoEError, match="empty"):
+        frontend.speech_text("   ", "en")
+
+
+def test_loss_covers_audio_targets_only(frontend, examples):
+    _, collate = make(frontend)
+    batch = collate(examples)
+    targets, is_audio = batch["targets"], batch["is_audio"]
+    has_target = (targets != IGNORE).any(1)
+    # Targets sit on audio positions only (the BOS frame onwards), never on padding.
+    assert not (has_target & batch["pad_mask"]).any()
+    assert (has_target <= is_audio).all()
+    # Each example predicts T + 1 (EOS) frames per codebook: BOS/PAD of the delay pattern carry no loss.
+    for i, ex in enumerate(examples):
+        assert ((targets[i] != IGNORE).sum(-1) == ex.codes.shape[1] + 1).all()
+        assert (targets[i] == collate.pattern.eos).sum() == K
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+def test_padding_does_not_change_an_example_loss(frontend, examples, ffn):
+    model, collate = make(frontend, ffn)
+    together = model(**collate(examples)).example_losses
+    alone = torch.stack([model(**collate([ex])).example_losses[0] for ex in examples])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_forward_reports_losses_and_aux(frontend, examples):
+    model, collate = make(frontend)
+    model.train()
+    out = model(**collate(examples), aux_weight=0.5)
+    assert out.codebook_losses.shape == (K,)
+    torch.testing.assert_close(out.codec_loss, out.codebook_losses.sum())
+    torch.testing.assert_close(out.loss, out.codec_loss + 0.5 * out.aux_loss)
+    assert out.aux_loss > 0 and 0 < out.experts_per_token <= 4
+    out.loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "gate" in n and "layers" in n)
+
+
+def test_condition_dropout_removes_text_and_caption(frontend, examples):
+    pattern = DelayPattern((0, 1, 2, 3), 64)
+    always = SequenceCollator(frontend, pattern, cond_dropout=0.999)(examples, np.random.default_rng(0))
+    never = SequenceCollator(frontend, pattern, cond_dropout=0.0)(examples, np.random.default_rng(0))
+    text_len = lambda b: (~b["is_audio"] & ~b["pad_mask"]).sum(1)
+    assert (text_len(always) < text_len(never)).all()
+
+
+def test_kv_cache_matches_the_full_forward(frontend, examples):
+    model, collate = make(frontend)
+    batch = collate(examples[:1])
+    n = int((~batch["pad_mask"]).sum())
+    tokens, audio, is_audio = batch["tokens"][:, :n], batch["audio"][:, :, :n], batch["is_audio"][:, :n]
+    with torch.no_grad():
+        full, _ = model.hidden(tokens, audio, is_audio)
+        cache = KVCache(model.config, 1, n, "cpu", torch.float32)
+        split = n // 2
+        mask = torch.ones(split, split, dtype=torch.bool).tril()[None, None]
+        cache.key_valid[:, :n] = True
+        first, _ = model.hidden(tokens[:, :split], audio[:, :, :split], is_audio[:, :split], cache=cache, attn_mask=mask)
+        cache.length = split
+        steps = []
+        for i in range(split, n):
+            h, _ = model.hidden(tokens[:, i:i + 1], audio[:, :, i:i + 1], is_audio[:, i:i + 1],
+                                positions=torch.tensor([[i]]), cache=cache,
+                                attn_mask=cache.key_valid[:, None, None, :i + 1])
+            cache.length += 1
+            steps.append(h)
+    torch.testing.assert_close(torch.cat([first, *steps], 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_save_and_load_round_trip(frontend, examples, tmp_path):
+    model, collate = make(frontend)
+    save_model(tmp_path, model, frontend)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "frontend.json"}
+    loaded, loaded_frontend = load_model(tmp_path)
+    assert loaded_frontend.vocab == frontend.vocab
+    batch = collate(examples)
+    torch.testing.assert_close(loaded(**batch).example_losses, model(**batch).example_losses)
+    other, _ = make(frontend, "dense")
+    save_model(tmp_path / "dense", other, frontend)
+    (tmp_path / "dense" / "model.safetensors").replace(tmp_path / "model.safetensors")
+    with pytest.raises(UniMoEError, match="does not match"):
+        load_model(tmp_path)

@@ -1,0 +1,165 @@
+"""`UniMoEAudio`: model + text front-end + codec behind `tts()` / `music()`, saved as one directory.
+
+    <dir>/config.json         {"model_type": "unimoe-audio", ...UniMoEAudioConfig}
+    <dir>/model.safetensors   transformer weights (no pickle)
+    <dir>/frontend.json       the text front-end's symbols and speakers
+    <dir>/codec/              the codec the model's tokens come from (its own config + weights)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from unimoe_audio.codec import Codec, load_audio, load_codec
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.model.config import UniMoEAudioConfig
+from unimoe_audio.model.frontend import TextFrontend
+from unimoe_audio.model.generate import GenerationConfig, Generator
+from unimoe_audio.model.sequence import Request
+from unimoe_audio.model.transformer import UniMoEAudioModel
+
+MODEL_TYPE = "unimoe-audio"
+FRAMES_PER_WORD = 25  # generous upper bound on speech length: 0.5 s per word / 3 Mandarin characters
+
+
+def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFrontend) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    frontend.save(directory / "frontend.json")
+    write_json(directory / "config.json", {"model_type": MODEL_TYPE, **model.config.to_dict()})
+    return directory
+
+
+def load_model(directory: str | Path, device: str = "cpu") -> tuple[UniMoEAudioModel, TextFrontend]:
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise UniMoEError(f"no model at {directory} (config.json is missing)")
+    try:
+        raw = json.loads(config_path.read_text())
+    except ValueError as err:
+        raise UniMoEError(f"{config_path} is not valid JSON: {err}") from None
+    if raw.pop("model_type", None) != MODEL_TYPE:
+        raise UniMoEError(f"{directory} does not hold a UniMoE-Audio model (model_type is not {MODEL_TYPE!r})")
+    model = UniMoEAudioModel(UniMoEAudioConfig.from_dict(raw))
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise UniMoEError(f"no weights at {weights}")
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except RuntimeError as err:
+        raise UniMoEError(f"{weights} does not match {config_path}: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), TextFrontend.load(directory / "frontend.json")
+
+
+class UniMoEAudio:
+    """Generate speech and music: `UniMoEAudio.from_pretrained(path).tts("Hello.", language="en", speaker=...)`."""
+
+    def __init__(self, model: UniMoEAudioModel, frontend: TextFrontend, codec: Codec):
+        if codec.num_codebooks != model.config.num_codebooks or codec.codebook_size != model.config.codebook_size:
+            raise UniMoEError(f"codec has {codec.num_codebooks}×{codec.codebook_size} codes, the model expects "
+                              f"{model.config.num_codebooks}×{model.config.codebook_size}")
+        self.model, self.frontend, self.codec = model.eval(), frontend, codec
+        self.generator = Generator(model, frontend)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def speakers(self) -> list[str]:
+        return self.frontend.speakers
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "UniMoEAudio":
+        model, frontend = load_model(directory, device)
+        if not (Path(directory) / "codec").is_dir():
+            raise UniMoEError(f"{directory} has no codec/ directory")
+        return cls(model, frontend, load_codec(Path(directory) / "codec"))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        save_model(directory, self.model, self.frontend)
+        self.codec.save_pretrained(Path(directory) / "codec")
+        return Path(directory)
+
+    def request(self, task: str, text: str = "", language: str | None = None, speaker: str | None = None,
+                caption: str = "", prompt_audio=None, prompt_text: str = "") -> Request:
+        """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec."""
+        prompt_codes = None
+        if prompt_audio is not None:
+            wave, rate = load_audio(prompt_audio) if isinstance(prompt_audio, (str, Path)) else prompt_audio
+            prompt_codes = self.codec.encode(wave, rate)[0]
+        return Request(task=task, text=text, language=language, speaker=speaker, caption=caption,
+                       prompt_text=prompt_text, prompt_codes=prompt_codes)
+
+    def generate(self, requests: list[Request], config: GenerationConfig | None = None,
+                 progress: bool = False) -> list[np.ndarray]:
+        """Waveforms (float32 at `sample_rate`), one per request, generated in one batch."""
+        config = config or GenerationConfig()
+        bar = tqdm(total=config.max_frames + 1 + self.generator.pattern.max_delay, desc="generating", unit="frame",
+                   disable=not progress)
+        with bar:
+            codes = self.generator.run(requests, config, bar)
+        return [self._decode(c) for c in codes]
+
+    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+        if codes.shape[-1] == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.codec.decode(codes[None])[0].numpy().astype(np.float32)
+
+    def tts(self, text: str, language: str = "en", speaker: str | None = None, prompt_audio=None,
+            prompt_text: str = "", config: GenerationConfig | None = None, progress: bool = False):
+        """Speech in a built-in `speaker`, or cloning the voice of `prompt_audio` (with its transcript)."""
+        if (speaker is None) == (prompt_audio is None):
+            raise UniMoEError("give either speaker= (a built-in voice) or prompt_audio= and prompt_text= (cloning)")
+        task = "tts" if prompt_audio is None else "clone"
+        request = self.request(task, text, language, speaker, prompt_audio=prompt_audio, prompt_text=prompt_text)
+        config = config or GenerationConfig(max_frames=self.speech_budget(text, language))
+        return self.generate([request], config, progress)[0], self.sample_rate
+
+    def music(self, caption: str, duration: float = 10.0, config: GenerationConfig | None = None,
+              progress: bool = False):
+        if not caption or not caption.strip():
+            raise UniMoEError("the music caption is empty")
+        if duration <= 0:
+            raise UniMoEError(f"duration must be positive, got {duration}")
+        frames = max(1, round(duration * self.codec.frame_rate))
+        config = config or GenerationConfig(max_frames=frames, min_frames=frames)
+        return self.generate([self.request("t2m", caption=caption)], config, progress)[0], self.sample_rate
+
+    def speech_budget(self, text: str, language: str) -> int:
+        """Maximum frames for speaking `text`."""
+        units = len(text) / 3 if language == "zh" else len(text.split())
+        return int(min(self.model.config.max_positions // 2, FRAMES_PER_WORD * (units + 2)))
+
+    def stream(self, request: Request, config: GenerationConfig | None = None, chunk_frames: int = 25,
+               context_frames: int = 8) -> Iterator[np.ndarray]:
+        """Yields audio chunks as their frames complete (decoded with a little left context)."""
+        config = config or GenerationConfig()
+        pattern = self.generator.pattern
+        hop = round(self.codec.sample_rate / self.codec.frame_rate)
+        done = emitted = 0  # frames decoded, samples yielded (frame j is centred on sample j·hop)
+        for frames, eos_at in self.generator.steps([request], config):
+            ready = frames.shape[-1] - pattern.max_delay  # aligned frames whose every codebook is known
+            end = int(eos_at[0]) if eos_at[0] >= 0 else None
+            available = min(ready, end) if end is not None else ready
+            finished = end is not None and ready >= end
+            if available - done >= chunk_frames or (finished and available > done):
+                aligned = pattern.revert(frames[:, :, : available + pattern.max_delay])[0]
+                start = max(0, done - context_frames)
+                wave = self._decode(aligned[:, start:available].cpu())  # samples [start·hop, (available-1)·hop)
+                yield wave[emitted - start * hop:]
+                done, emitted = available, start * hop + len(wave)
+            if finished:
+                return

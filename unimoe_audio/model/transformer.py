@@ -1,0 +1,201 @@
+"""The UniMoE-Audio transformer (paper Fig. 2): decoder-only, pre-norm, RoPE, GQA, DCMoE FFNs.
+
+A sequence mixes text positions (token embeddings) and audio positions (the sum of K
+per-codebook embeddings of one frame). One head predicts all K codebooks of the next frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.model.config import UniMoEAudioConfig
+from unimoe_audio.moe import DCMoE, SwiGLU
+
+IGNORE = -100
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_tables(head_dim: int, max_positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(max_positions, dtype=torch.float64), inv)  # [P, hd/2]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, hd]; cos/sin [B, 1, L, hd] (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: [B, H_kv, max_len, hd]; `length` filled so far."""
+
+    def __init__(self, config: UniMoEAudioConfig, batch: int, max_len: int, device, dtype):
+        shape = (batch, config.num_kv_heads, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.length = 0
+        self.max_len = max_len
+
+
+class Attention(nn.Module):
+    def __init__(self, c: UniMoEAudioConfig):
+        super().__init__()
+        self.c = c
+        hd = c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, c.num_heads * hd, bias=c.qkv_bias)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_kv_heads * hd, bias=c.qkv_bias)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * hd, bias=c.qkv_bias)
+        self.o_proj = nn.Linear(c.num_heads * hd, c.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, attn_mask: torch.Tensor | None):
+        b, n, _ = x.shape
+        hd = self.c.head_dim
+        q = self.q_proj(x).view(b, n, -1, hd).transpose(1, 2)  # [B, H, n, hd]
+        k = self.k_proj(x).view(b, n, -1, hd).transpose(1, 2)  # [B, H_kv, n, hd]
+        v = self.v_proj(x).view(b, n, -1, hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            start = cache.length
+            cache.keys[layer][:, :, start:start + n] = k
+            cache.values[layer][:, :, start:start + n] = v
+            k = cache.keys[layer][:, :, :start + n]
+            v = cache.values[layer][:, :, :start + n]
+        if attn_mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, c: UniMoEAudioConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(c.hidden_size, c.norm_eps)
+        self.attn = Attention(c)
+        self.ffn_norm = RMSNorm(c.hidden_size, c.norm_eps)
+        self.ffn = DCMoE(c.moe) if c.ffn == "moe" else SwiGLU(c.hidden_size, c.intermediate_size)
+
+    def forward(self, x, cos, sin, layer, cache, attn_mask, pad_mask):
+        x = x + self.attn(self.attn_norm(x), cos, sin, layer, cache, attn_mask)
+        h = self.ffn_norm(x)
+        if isinstance(self.ffn, DCMoE):
+            out = self.ffn(h, pad_mask=pad_mask)
+            return x + out.hidden_states, out
+        return x + self.ffn(h), None
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor  # codec_loss + aux_weight · aux_loss
+    codec_loss: torch.Tensor  # sum over codebooks of the mean cross-entropy (REFERENCE.md §4)
+    codebook_losses: torch.Tensor  # [K]
+    aux_loss: torch.Tensor  # mean over MoE layers (0 for dense)
+    example_losses: torch.Tensor  # [B] codec loss of each example (summed over codebooks)
+    experts_per_token: float | None  # mean routed experts per non-padding token (None if dense)
+    expert_masks: list[torch.Tensor]  # per MoE layer [N, N_r + N_n] (empty for dense)
+
+
+class UniMoEAudioModel(nn.Module):
+    def __init__(self, config: UniMoEAudioConfig):
+        super().__init__()
+        self.config = c = config
+        v = c.audio_vocab_size
+        self.embed_text = nn.Embedding(c.text_vocab_size, c.hidden_size)
+        self.embed_audio = nn.Embedding(c.num_codebooks * v, c.hidden_size)  # codebook k uses rows [k·V, (k+1)·V)
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.num_layers))
+        self.norm = RMSNorm(c.hidden_size, c.norm_eps)
+        self.head = nn.Linear(c.hidden_size, c.num_codebooks * v, bias=False)
+        self.register_buffer("codebook_offsets", torch.arange(c.num_codebooks) * v, persistent=False)
+        cos, sin = rope_tables(c.head_dim, c.max_positions, c.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=c.init_std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def embed(self, tokens: torch.Tensor, audio: torch.Tensor, is_audio: torch.Tensor) -> torch.Tensor:
+        """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]."""
+        text = self.embed_text(tokens)
+        codes = audio.clamp_min(0) + self.codebook_offsets[None, :, None]  # [B, K, L]
+        frames = self.embed_audio(codes).sum(dim=1)  # [B, L, D]
+        return torch.where(is_audio[..., None], frames, text)
+
+    def hidden(self, tokens, audio, is_audio, positions=None, pad_mask=None, cache=None, attn_mask=None):
+        """Final hidden states [B, L, D] and the MoE outputs of every layer."""
+        b, n = tokens.shape
+        if positions is None:
+            positions = torch.arange(n, device=tokens.device).expand(b, n)
+        if int(positions.max()) >= self.config.max_positions:
+            raise UniMoEError(f"sequence of {int(positions.max()) + 1} positions exceeds max_positions "
+                              f"{self.config.max_positions}; shorten the text or the requested duration")
+        cos = self.rope_cos[positions][:, None]  # [B, 1, L, hd]
+        sin = self.rope_sin[positions][:, None]
+        x = self.embed(tokens, audio, is_audio)
+        moe_outputs = []
+        for i, layer in enumerate(self.layers):
+            x, moe = layer(x, cos, sin, i, cache, attn_mask, pad_mask)
+            if moe is not None:
+                moe_outputs.append(moe)
+        return self.norm(x), moe_outputs
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., D] -> logits [..., K, V]."""
+        c = self.config
+        return self.head(hidden).unflatten(-1, (c.num_codebooks, c.audio_vocab_size))
+
+    def forward(self, tokens, audio, is_audio, targets, pad_mask, aux_weight: float = 0.0, **_) -> ModelOutput:
+        """Training forward. targets [B, K, L]: the code position i must predict (IGNORE elsewhere)."""
+        c = self.config
+        hidden, moe_outputs = self.hidden(tokens, audio, is_audio, pad_mask=pad_mask)
+        predicts = (targets != IGNORE).any(dim=1)  # [B, L] positions that carry a loss
+        logits = self.logits(hidden[predicts]).float()  # [N, K, V] only where needed
+        tgt = targets.permute(0, 2, 1)[predicts]  # [N, K]
+        ce = F.cross_entropy(logits.reshape(-1, c.audio_vocab_size), tgt.reshape(-1),
+                             ignore_index=IGNORE, reduction="none").view(tgt.shape)  # [N, K]
+        valid = (tgt != IGNORE).float()
+        codebook_losses = (ce * valid).sum(0) / valid.sum(0).clamp_min(1)
+        codec_loss = codebook_losses.sum()
+        rows = torch.nonzero(predicts)[:, 0]
+        per_example = torch.zeros(tokens.shape[0], c.num_codebooks, device=ce.device).index_add_(0, rows, ce * valid)
+        counts = torch.zeros_like(per_example).index_add_(0, rows, valid)
+        example_losses = (per_example / counts.clamp_min(1)).sum(-1)
+        if moe_outputs:
+            aux = torch.stack([m.aux_loss for m in moe_outputs]).mean()
+            flat_valid = ~pad_mask.reshape(-1)
+            experts = torch.stack([m.num_experts[flat_valid].float().mean() for m in moe_outputs]).mean().item()
+        else:
+            aux, experts = codec_loss.new_zeros(()), None
+        return ModelOutput(
+            loss=codec_loss + aux_weight * aux, codec_loss=codec_loss, codebook_losses=codebook_losses.detach(),
+            aux_loss=aux, example_losses=example_losses.detach(), experts_per_token=experts,
+            expert_masks=[m.expert_mask for m in moe_outputs])
+
+    def moe_layers(self) -> list[DCMoE]:
+        return [layer.ffn for layer in self.layers if isinstance(layer.ffn, DCMoE)]
+
+    def set_top_p(self, top_p: float | None) -> None:
+        """Inference-time Top-P override for every DCMoE layer (None restores the trained value)."""
+        for moe in self.moe_layers():
+            moe.top_p = moe.config.top_p if top_p is None else top_p
