@@ -62,11 +62,7 @@ def audio_files(source: Path) -> list[Path]:
 
 def train(args) -> int:
     config = SpectralCodecConfig(num_codebooks=args.codebooks, codebook_size=args.codebook_size, seed=args.seed)
-    files = audio_files(args.audio)
-    order = np.random.default_rng(args.seed).permutation(len(files))
-    waves = (load_audio(files[i], config.sample_rate) for i in order)
-    max_frames = int(args.max_minutes * 60 * config.sample_rate / config.hop_length)
-    codec = SpectralCodec.train(waves, config, max_frames=max_frames)
+    codec = SpectralCodec.train_on_files(audio_files(args.audio), config, args.max_minutes)
     codec.save_pretrained(args.out)
     print(f"codec saved to {args.out}")
     return 0

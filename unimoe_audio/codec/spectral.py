@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from unimoe_audio.codec.audio import prepare_wave
+from unimoe_audio.codec.audio import load_audio, prepare_wave
 from unimoe_audio.codec.base import Codec, read_config
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, write_json
@@ -146,6 +146,15 @@ class SpectralCodec(Codec):
             books.append(book)
             stages.set_postfix(residual=f"{residual.square().mean().item():.4f}")
         return cls(config, mean, std, torch.stack(books))
+
+    @classmethod
+    def train_on_files(cls, files: list[Path], config: SpectralCodecConfig | None = None, max_minutes: float = 60.0,
+                       progress: bool = True) -> "SpectralCodec":
+        """`train` on audio files read in a seeded random order, up to `max_minutes` of audio."""
+        config = config or SpectralCodecConfig()
+        order = np.random.default_rng(config.seed).permutation(len(files))
+        waves = (load_audio(files[i], config.sample_rate) for i in order)
+        return cls.train(waves, config, int(max_minutes * 60 * config.sample_rate / config.hop_length), progress)
 
 
 def log_mel(x: torch.Tensor, config: SpectralCodecConfig, mel_basis: torch.Tensor, window: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,130 @@
+"""The curriculum end to end, the warm-up's frozen parameters, exact resume and 2-process training."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.model import UniMoEAudio
+from unimoe_audio.train.config import StageConfig, recipe_from_dict
+from unimoe_audio.train.curriculum import fresh, moe_config, prepare, run_recipe
+from unimoe_audio.train.distributed import DistInfo
+from unimoe_audio.train.trainer import Trainer, read_metrics
+from unimoe_audio.train.upcycle import freeze_for_warmup, upcycle, warmup_parameters
+
+MODEL = {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+         "intermediate_size": 32, "max_positions": 512}
+STAGE = {"steps": 3, "lr": 1e-3, "batch_size": 4, "eval_every": 3, "eval_batches": 1, "checkpoint_every": 3}
+
+
+def recipe_dict(corpus, out, **extra):
+    return {"name": "test", "out": str(out), "corpus": {"path": str(corpus)}, "model": MODEL,
+            "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 20,
+            "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced", "subset": 0.5},
+                       "joint": {**STAGE, "mix": "balanced", "aux_steps": 3}}, **extra}
+
+
+def test_whole_curriculum_then_baselines(corpus, tmp_path):
+    baselines = {name: {**STAGE, "mix": "natural" if name == "naive-joint" else "balanced"}
+                 for name in ("naive-joint", "dense-balanced", "top-k", "scratch")}
+    recipe = recipe_from_dict(recipe_dict(corpus, tmp_path / "run", baselines=baselines))
+    summary = run_recipe(recipe, progress=False)
+    systems = summary["systems"]
+    expected = {"specialists/speech-en", "specialists/speech-zh", "specialists/music", "warmup", "joint",
+                *(f"baselines/{b}" for b in baselines)}
+    assert set(systems) == expected
+    assert {"speech-en", "speech-zh", "music"} <= set(systems["joint"])
+    assert (tmp_path / "run" / "curriculum-loss.png").stat().st_size > 0
+    joint = UniMoEAudio.from_pretrained(tmp_path / "run" / "joint" / "model")
+    assert len(joint.model.moe_layers()) == 2 and joint.model.moe_layers()[0].config.num_routed == 6
+    topk = UniMoEAudio.from_pretrained(tmp_path / "run" / "baselines" / "top-k" / "model").model.moe_layers()[0]
+    assert topk.config.routing == "top_k"
+    dense = UniMoEAudio.from_pretrained(tmp_path / "run" / "baselines" / "dense-balanced" / "model").model
+    moe = moe_config(prepare(recipe, DistInfo(), progress=False))
+    assert dense.config.intermediate_size == moe.num_routed * moe.routed_size + moe.num_shared * moe.shared_size
+    # Re-running finds every stage finished and trains nothing more.
+    stamp = (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert run_recipe(recipe, progress=False) == summary
+    assert (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    changed = recipe_from_dict(recipe_dict(corpus, tmp_path / "run", seed=5))
+    with pytest.raises(UniMoEError, match="different recipe"):
+        run_recipe(changed, progress=False)
+
+
+def test_warmup_trains_only_gates_and_shared_experts(corpus, tmp_path):
+    recipe = recipe_from_dict(recipe_dict(corpus, tmp_path / "run"))
+    run = prepare(recipe, DistInfo(), progress=False)
+    specialists = [fresh(run, run.base) for _ in run.groups]
+    for i, s in enumerate(specialists):  # distinct specialists, so averaging is visible
+        torch.nn.init.normal_(s.embed_text.weight, std=0.1 * (i + 1))
+    from dataclasses import replace
+    model = upcycle(specialists, fresh(run, replace(run.base, ffn="moe", moe=moe_config(run))))
+    torch.testing.assert_close(model.embed_text.weight, torch.stack([s.embed_text.weight for s in specialists]).mean(0))
+    trainable = set(freeze_for_warmup(model))
+    assert trainable == set(warmup_parameters(model)) and all(".ffn." in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = Trainer(model, StageConfig(**{**STAGE, "steps": 2}), run.train_set, run.collate, tmp_path / "w",
+                      progress=False)
+    trainer.fit()
+    for name, p in model.named_parameters():
+        moved = not torch.equal(before[name], p.detach())
+        assert moved == (name in trainable), name
+
+
+def _trainer(run, out, steps=4):
+    config = StageConfig(steps=steps, lr=1e-3, batch_size=4, grad_accum=2, checkpoint_every=2, eval_every=2,
+                         eval_batches=1, mix="balanced")
+    from dataclasses import replace
+    model = fresh(run, replace(run.base, ffn="moe", moe=moe_config(run)))  # router jitter and dropout use RNG
+    return Trainer(model, config, run.train_set, run.collate, out, val_set=run.val_set, seed=0, progress=False)
+
+
+def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(corpus, tmp_path):
+    run = prepare(recipe_from_dict(recipe_dict(corpus, tmp_path / "run")), DistInfo(), progress=False)
+    _trainer(run, tmp_path / "a").fit()
+    interrupted = _trainer(run, tmp_path / "b")
+    original = interrupted.train_step
+
+    def dying_step():
+        if interrupted.step == 3:
+            raise KeyboardInterrupt  # killed after the step-2 checkpoint, mid-way through step 3
+        return original()
+
+    interrupted.train_step = dying_step
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    with pytest.raises(UniMoEError, match="--resume"):
+        _trainer(run, tmp_path / "b").fit(resume=False)
+    _trainer(run, tmp_path / "b").fit(resume=True)
+    a, b = read_metrics(tmp_path / "a" / "metrics.jsonl"), read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == rb["loss"] and ra.get("eval/loss") == rb.get("eval/loss")
+
+
+def test_two_gloo_processes_match_one_process(corpus, tmp_path):
+    stage = {**STAGE, "steps": 2, "mix": "natural", "log_every": 1}
+    for name, accum in (("one", 2), ("two", 1)):
+        recipe = recipe_dict(corpus, tmp_path / name, baselines={"naive-joint": {**stage, "grad_accum": accum}})
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "unimoe_audio.cli.main", "train", "--stage", "naive-joint", "--device", "cpu"]
+    subprocess.run([*base, "--config", str(tmp_path / "one.yaml")], check=True, env=env, capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+                          "-m", "unimoe_audio.cli.main", "train", "--stage", "naive-joint", "--device", "cpu",
+                          "--config", str(tmp_path / "two.yaml")], env=env, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one_rows = read_metrics(tmp_path / "one" / "baselines" / "naive-joint" / "metrics.jsonl")
+    two_rows = read_metrics(tmp_path / "two" / "baselines" / "naive-joint" / "metrics.jsonl")
+    assert len(one_rows) == len(two_rows) == 2
+    for r1, r2 in zip(one_rows, two_rows):
+        assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-4)
+    w1 = UniMoEAudio.from_pretrained(tmp_path / "one" / "baselines" / "naive-joint" / "model").model.state_dict()
+    w2 = UniMoEAudio.from_pretrained(tmp_path / "two" / "baselines" / "naive-joint" / "model").model.state_dict()
+    for key in w1:
+        torch.testing.assert_close(w1[key], w2[key], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,244 @@
+"""Training configuration: typed dataclasses with the paper's defaults, loaded from a recipe YAML.
+
+A recipe names the corpus, the model size and each curriculum stage (REFERENCE.md §1, §7):
+
+    name: curriculum-tiny
+    seed: 0
+    corpus: {path: data/tiny, size: tiny, codec: data/tiny/codec}
+    model: {...}          # UniMoEAudioConfig fields of the dense specialist
+    moe: {...}            # how the DCMoE is built from the specialists
+    stages: {specialists: {...}, warmup: {...}, joint: {...}}
+    baselines: {naive-joint: {...}, dense-balanced: {...}, top-k: {...}, scratch: {...}}
+
+Unknown keys and impossible values raise `UniMoEError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unimoe_audio.errors import UniMoEError
+
+MIXES = ("natural", "balanced")
+STAGES = ("specialists", "warmup", "joint")
+BASELINES = ("naive-joint", "dense-balanced", "top-k", "scratch")
+
+
+@dataclass
+class StageConfig:
+    """One training run: optimisation, schedule, data mix, logging and checkpointing.
+
+    Defaults follow the paper's specialists stage (AdamW, cosine, LR 1e-4); each stage overrides.
+    `batch_size` is the global batch (examples per optimizer step, over all processes and
+    accumulation micro-steps); `grad_accum` splits it into micro-batches.
+    """
+
+    steps: int = 1000
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr · min_lr_ratio
+    warmup_ratio: float = 0.05  # linear LR warm-up over this fraction of the steps, then cosine
+    batch_size: int = 48
+    grad_accum: int = 1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_norm: float = 1.0
+    mix: str = "natural"  # natural (imbalanced) or balanced task mix
+    subset: float = 1.0  # fraction of the training split used (the warm-up's small seed subset)
+    aux_start: float = 0.025  # aux-loss weight, linear from start to end over aux_steps (REFERENCE §4)
+    aux_end: float = 0.001
+    aux_steps: int = 10_000
+    eval_every: int = 100
+    eval_batches: int = 4  # validation batches per task group
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    max_bad_steps: int = 10  # NaN/inf losses tolerated (step skipped) before stopping
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        positive = ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "log_every",
+                    "checkpoint_every", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise _bad(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise _bad(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise _bad(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise _bad(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.batch_size % self.grad_accum:
+            raise _bad(f"batch_size {self.batch_size} must be divisible by grad_accum {self.grad_accum}")
+        if self.weight_decay < 0 or self.clip_norm < 0:
+            raise _bad("weight_decay and clip_norm cannot be negative")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise _bad(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.mix not in MIXES:
+            raise _bad(f"mix must be one of {MIXES}, got {self.mix!r}")
+        if not 0 < self.subset <= 1:
+            raise _bad(f"subset must be in (0, 1], got {self.subset}")
+        if self.aux_start < 0 or self.aux_end < 0 or self.aux_steps < 0:
+            raise _bad("aux_start, aux_end and aux_steps cannot be negative")
+        if self.max_bad_steps < 0:
+            raise _bad(f"max_bad_steps cannot be negative, got {self.max_bad_steps}")
+
+
+@dataclass
+class CorpusConfig:
+    """Where the corpus lives; built (`size`, `seed`), codec-trained and encoded if missing."""
+
+    path: str = "data/tiny"
+    size: str = "tiny"
+    seed: int = 0
+    codec: str | None = None  # codec directory; default <path>/codec
+    codebooks: int = 12  # of the built-in codec trained when `codec` is missing
+    codebook_size: int = 256
+    codec_minutes: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.codebooks <= 0 or self.codebook_size <= 1:
+            raise _bad("corpus.codebooks must be positive and corpus.codebook_size at least 2")
+        if self.codec_minutes <= 0:
+            raise _bad(f"corpus.codec_minutes must be positive, got {self.codec_minutes}")
+
+    @property
+    def codec_dir(self) -> Path:
+        return Path(self.codec) if self.codec else Path(self.path) / "codec"
+
+
+@dataclass
+class MoEShape:
+    """How stage 2 builds the DCMoE: each specialist's FFN cut into `slices_per_specialist`
+    contiguous routed experts, plus fresh null and shared experts (REFERENCE.md §2, §6)."""
+
+    slices_per_specialist: int = 2
+    num_null: int = 1
+    num_shared: int = 2
+    shared_size: int | None = None  # default: half the routed-expert width
+    top_p: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.slices_per_specialist <= 0:
+            raise _bad(f"moe.slices_per_specialist must be positive, got {self.slices_per_specialist}")
+        if self.num_null < 0 or self.num_shared < 0:
+            raise _bad("moe.num_null and moe.num_shared cannot be negative")
+        if self.shared_size is not None and self.shared_size <= 0:
+            raise _bad(f"moe.shared_size must be positive, got {self.shared_size}")
+        if not 0 < self.top_p <= 1:
+            raise _bad(f"moe.top_p must be in (0, 1], got {self.top_p}")
+
+
+def _stage_defaults() -> dict[str, StageConfig]:
+    """REFERENCE.md §7: specialists LR 1e-4, warm-up LR 3e-5 (gates + shared only), joint LR 1e-5."""
+    return {
+        "specialists": StageConfig(lr=1e-4, mix="natural"),
+        "warmup": StageConfig(lr=3e-5, mix="balanced", subset=0.1, steps=5000),
+        "joint": StageConfig(lr=1e-5, mix="balanced"),
+    }
+
+
+@dataclass
+class RecipeConfig:
+    name: str = "curriculum"
+    seed: int = 0
+    out: str = "runs/curriculum"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: dict[str, Any] = field(default_factory=dict)  # {preset: tiny|small|paper, ...UniMoEAudioConfig fields}
+    max_music_frames: int = 250  # music is trained on random excerpts of this many frames
+    moe: MoEShape = field(default_factory=MoEShape)
+    stages: dict[str, StageConfig] = field(default_factory=_stage_defaults)
+    baselines: dict[str, StageConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_music_frames <= 0:
+            raise _bad(f"max_music_frames must be positive, got {self.max_music_frames}")
+        unknown = set(self.stages) - set(STAGES)
+        if unknown:
+            raise _bad(f"unknown stage(s) {sorted(unknown)} under 'stages'; known: {list(STAGES)}")
+        unknown = set(self.baselines) - set(BASELINES)
+        if unknown:
+            raise _bad(f"unknown baseline(s) {sorted(unknown)}; known: {list(BASELINES)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _bad(msg: str) -> UniMoEError:
+    return UniMoEError(f"invalid training config: {msg}")
+
+
+def _build(cls, data: Any, where: str):
+    """Build dataclass `cls` from a mapping, recursing into nested dataclasses; unknown keys fail."""
+    if not isinstance(data, dict):
+        raise _bad(f"'{where or 'top level'}' must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise _bad(f"unknown key(s) {unknown} in '{where or 'top level'}'; allowed: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key, cls, key)
+    return cls(**kwargs)
+
+
+def _convert(hint, value, where: str, owner, key):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is dict and typing.get_args(hint)[1] is StageConfig:
+        if not isinstance(value, dict):
+            raise _bad(f"'{where}' must be a mapping of name -> stage settings")
+        defaults = _stage_defaults() if key == "stages" else {}
+        out = dict(defaults)  # stages a recipe leaves out keep the paper's settings
+        for name, stage in value.items():
+            base = dataclasses.asdict(defaults[name]) if name in defaults else {}
+            out[name] = _build(StageConfig, {**base, **(stage or {})}, f"{where}.{name}")
+        return out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(f"'{where}' must be a mapping")
+        return value
+    return _check_scalar(hint, value, where)
+
+
+def _check_scalar(hint, value, where: str):
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        t = typing.get_origin(t) or t
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if t in (int, str, bool) and type(value) is t:
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise _bad(f"'{where}' must be {names}, got {value!r}")
+
+
+def recipe_from_dict(data: dict) -> RecipeConfig:
+    return _build(RecipeConfig, data, "")
+
+
+def load_recipe(path: str | Path) -> RecipeConfig:
+    """Read a recipe YAML; missing file, bad YAML, unknown keys or impossible values -> UniMoEError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UniMoEError(f"config file not found: {path} (see configs/ for the shipped recipes)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UniMoEError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return recipe_from_dict(data or {})
+    except UniMoEError as err:
+        raise UniMoEError(f"{path}: {err}") from None

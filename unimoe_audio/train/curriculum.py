@@ -1,0 +1,251 @@
+"""The three-stage curriculum and its baselines as one resumable job (paper §III-C, REFERENCE.md §1).
+
+    prepare     build the corpus, train the codec and encode tokens if missing; fit the front-end
+    specialists one dense model per task group, each on its own (unbalanced) data
+    warmup      DCMoE from the specialists (FFN slices -> routed experts, the rest averaged);
+                only gates and shared experts train, on a small balanced subset
+    joint       everything trains on the balanced mix, aux-loss weight annealed
+    baselines   naive-joint (dense, natural mix), dense-balanced (dense with the MoE's parameters),
+                top-k (Top-K MoE matching Top-P's mean experts), scratch (the DCMoE without stages 1-2)
+
+Every stage writes <out>/<stage>/model/, a complete model directory (`UniMoEAudio.from_pretrained`),
+after its trainer (checkpoints, metrics.jsonl, TensorBoard, loss.png) finishes. Re-running the
+same recipe skips finished stages and resumes an interrupted one from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as tdist
+
+from unimoe_audio.codec import Codec, DelayPattern, SpectralCodec, SpectralCodecConfig, load_codec
+from unimoe_audio.data import TASK_GROUPS, TokenDataset, build, encode_corpus, read_manifest
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.model import SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, load_model, save_model
+from unimoe_audio.moe import DCMoEConfig
+from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig
+from unimoe_audio.train.distributed import DistInfo
+from unimoe_audio.train.trainer import Trainer, read_metrics
+from unimoe_audio.train.upcycle import freeze_for_warmup, unfreeze, upcycle
+
+RUNNABLE = (*STAGES, "baselines", *BASELINES)
+
+
+@dataclass
+class Run:
+    """Everything the stages share."""
+
+    recipe: RecipeConfig
+    out: Path
+    codec: Codec
+    frontend: TextFrontend
+    base: UniMoEAudioConfig  # the dense specialist
+    train_set: TokenDataset
+    val_set: TokenDataset
+    collate: SequenceCollator
+    dist: DistInfo
+    progress: bool
+
+    @property
+    def groups(self) -> list[str]:
+        return [g for g in TASK_GROUPS if g in set(self.train_set.groups)]
+
+
+def _barrier(dist: DistInfo) -> None:
+    if dist.enabled:
+        tdist.barrier()
+
+
+def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
+    out, c = Path(recipe.out), recipe.corpus
+    corpus = Path(c.path)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        saved = out / "recipe.json"
+        if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(recipe.to_dict())):
+            raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out})")
+        write_json(saved, recipe.to_dict())
+        if not (corpus / "train.jsonl").is_file():
+            build(corpus, c.size, c.seed, progress=progress)
+        if not (c.codec_dir / "config.json").is_file():
+            files = [corpus / e["audio"] for e in read_manifest(corpus / "train.jsonl")]
+            config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed)
+            SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
+        codec = load_codec(c.codec_dir)
+        encode_corpus(corpus, codec, progress=progress)
+        if not (out / "frontend.json").is_file():
+            entries = [e for split in ("train", "validation", "test") for e in read_manifest(corpus / f"{split}.jsonl")]
+            TextFrontend.fit(entries).save(out / "frontend.json")
+    _barrier(dist)
+    codec = load_codec(c.codec_dir)
+    frontend = TextFrontend.load(out / "frontend.json")
+    fields = dict(recipe.model)
+    preset = fields.pop("preset", "tiny")
+    k = codec.num_codebooks
+    delays = UniMoEAudioConfig().delays if k == 12 else tuple(range(k))
+    try:
+        base = UniMoEAudioConfig.preset(preset, **{"ffn": "dense", **fields})
+    except TypeError as err:
+        raise UniMoEError(f"invalid model settings in the recipe: {err}") from None
+    base = replace(base, text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
+                   delays=delays).dense()
+    tokens = corpus / "tokens"
+    collate = SequenceCollator(frontend, DelayPattern(base.delays, base.codebook_size), base.cond_dropout,
+                               recipe.max_music_frames)
+    return Run(recipe, out, codec, frontend, base, TokenDataset(tokens, "train"), TokenDataset(tokens, "validation"),
+               collate, dist, progress)
+
+
+def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfig,
+                only: tuple[str, ...] | None = None) -> UniMoEAudioModel:
+    """Train (or resume) one stage; a finished stage is loaded instead. Returns the trained model."""
+    final = run.out / name / "model"
+    if (final / "model.safetensors").is_file():
+        return load_model(final)[0]
+    trainer = Trainer(model, config, run.train_set, run.collate, run.out / name, val_set=run.val_set, only=only,
+                      seed=run.recipe.seed, dist=run.dist, progress=run.progress, name=name)
+    model = trainer.fit(resume=True)
+    if run.dist.is_main:
+        save_model(final, model, run.frontend)
+        run.codec.save_pretrained(final / "codec")
+    _barrier(run.dist)
+    return model.cpu()
+
+
+def moe_config(run: Run, **changes) -> DCMoEConfig:
+    """The DCMoE built from len(groups) specialists, each FFN cut into slices_per_specialist experts."""
+    m, width = run.recipe.moe, run.base.intermediate_size
+    if width % m.slices_per_specialist:
+        raise UniMoEError(f"the specialists' FFN width {width} does not split into {m.slices_per_specialist} "
+                          "equal experts; change moe.slices_per_specialist or model.intermediate_size")
+    routed = width // m.slices_per_specialist
+    config = DCMoEConfig(hidden_size=run.base.hidden_size, num_routed=len(run.groups) * m.slices_per_specialist,
+                         routed_size=routed, num_null=m.num_null, num_shared=m.num_shared,
+                         shared_size=m.shared_size or max(1, routed // 2), top_p=m.top_p)
+    return replace(config, **changes)
+
+
+def fresh(run: Run, config: UniMoEAudioConfig) -> UniMoEAudioModel:
+    torch.manual_seed(run.recipe.seed)  # every process starts from the same weights
+    return UniMoEAudioModel(config)
+
+
+def specialists(run: Run) -> list[UniMoEAudioModel]:
+    stage = run.recipe.stages["specialists"]
+    return [train_stage(run, f"specialists/{g}", fresh(run, run.base), stage, only=(g,)) for g in run.groups]
+
+
+def warmup(run: Run) -> UniMoEAudioModel:
+    if (run.out / "warmup" / "model" / "model.safetensors").is_file():
+        return load_model(run.out / "warmup" / "model")[0]
+    model = upcycle(specialists(run), fresh(run, replace(run.base, ffn="moe", moe=moe_config(run))))
+    freeze_for_warmup(model)
+    return train_stage(run, "warmup", model, run.recipe.stages["warmup"])
+
+
+def joint(run: Run) -> UniMoEAudioModel:
+    if (run.out / "joint" / "model" / "model.safetensors").is_file():
+        return load_model(run.out / "joint" / "model")[0]
+    model = warmup(run)
+    unfreeze(model)
+    return train_stage(run, "joint", model, run.recipe.stages["joint"])
+
+
+@torch.no_grad()
+def mean_experts(run: Run, model: UniMoEAudioModel) -> float:
+    """Routed experts per token on the validation split (the Top-K baseline's K)."""
+    model.eval()
+    values = [model(**run.collate([run.val_set[i] for i in range(start, min(start + 8, len(run.val_set)))])).experts_per_token
+              for start in range(0, len(run.val_set), 8)]
+    return float(sum(values) / len(values))
+
+
+def baseline(run: Run, name: str) -> UniMoEAudioModel:
+    if name not in run.recipe.baselines:
+        raise UniMoEError(f"the recipe has no settings for baseline {name!r} (under `baselines:`)")
+    stage = run.recipe.baselines[name]
+    moe = moe_config(run)
+    if name == "naive-joint":
+        config = run.base
+    elif name == "dense-balanced":  # as many parameters as the MoE's FFN
+        config = run.base.dense(moe.num_routed * moe.routed_size + moe.num_shared * moe.shared_size)
+    elif name == "top-k":
+        k = min(moe.num_dynamic, max(1, round(mean_experts(run, joint(run)))))
+        config = replace(run.base, ffn="moe", moe=replace(moe, routing="top_k", top_k=k))
+    else:  # scratch
+        config = replace(run.base, ffn="moe", moe=moe)
+    return train_stage(run, f"baselines/{name}", fresh(run, config), stage)
+
+
+def run_recipe(recipe: RecipeConfig, what: str = "all", dist: DistInfo | None = None, progress: bool = True) -> dict:
+    """Run the whole recipe (`what="all"`), one stage, all baselines or one baseline; returns the summary."""
+    if what not in ("all", *RUNNABLE):
+        raise UniMoEError(f"unknown stage {what!r}; choose all or one of {', '.join(RUNNABLE)}")
+    run = prepare(recipe, dist or DistInfo(), progress)
+    if what in ("all", "joint"):
+        joint(run)
+    elif what == "warmup":
+        warmup(run)
+    elif what == "specialists":
+        specialists(run)
+    names = list(recipe.baselines) if what in ("all", "baselines") else [what] if what in BASELINES else []
+    for name in names:
+        baseline(run, name)
+    summary = summarize(run)
+    if run.dist.is_main:
+        write_json(run.out / "summary.json", summary)
+        if (run.out / "warmup" / "metrics.jsonl").is_file() and (run.out / "joint" / "metrics.jsonl").is_file():
+            plot_handover(run.out, run.out / "curriculum-loss.png")
+    return summary
+
+
+def summarize(run: Run) -> dict:
+    """Final validation loss per task group of every finished system."""
+    systems = {}
+    for metrics in sorted(run.out.glob("**/metrics.jsonl")):
+        name = str(metrics.parent.relative_to(run.out))
+        if not (metrics.parent / "model" / "config.json").is_file():
+            continue
+        rows = [r for r in read_metrics(metrics) if "eval/loss" in r]
+        if rows:
+            last = rows[-1]
+            systems[name] = {"step": last["step"], "model": str(metrics.parent / "model"),
+                             **{k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/")}}
+    return {"recipe": run.recipe.name, "systems": systems}
+
+
+def plot_handover(out: Path, png: Path) -> Path:
+    """Validation loss per task across warm-up then joint training (paper Fig. 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset, series = 0, {}
+    for stage in ("warmup", "joint"):
+        rows = read_metrics(out / stage / "metrics.jsonl")
+        for r in rows:
+            for key, value in r.items():
+                if key.startswith("eval/") and math.isfinite(value):
+                    series.setdefault(key, []).append((offset + r["step"], value))
+        boundary = offset + max((r["step"] for r in rows), default=0)
+        if stage == "warmup":
+            ax.axvline(boundary, color="grey", ls="--", lw=1)
+            ax.text(boundary, 1.0, " joint", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        offset = boundary
+    for key, pts in sorted(series.items()):
+        ax.plot(*zip(*pts), marker="o", ms=3, label=key.replace("eval/", "val "))
+    ax.set(xlabel="optimizer step (warm-up, then joint)", ylabel="validation loss", title="curriculum hand-over")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return png

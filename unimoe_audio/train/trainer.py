@@ -1,0 +1,389 @@
+"""The training loop shared by every curriculum stage and baseline.
+
+AdamW + linear warm-up + cosine decay; gradient accumulation and clipping; fp32 on CPU, bf16
+autocast on GPU; DDP when launched by torchrun / accelerate. Logs go to TensorBoard,
+`metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at the end. Checkpoints are single
+files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
+RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
+
+Data order does not depend on the process layout: optimizer step s consumes the global
+micro-batches s·A·W … s·A·W + A·W − 1 of the sampler (A = accumulation, W = processes), and
+process r computes micro-batches r, r + W, … of them. So one process with A = 2 and two processes
+with A = 1 see the same global batch and take the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from unimoe_audio.data import MixtureSampler, TokenDataset
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import atomic_path
+from unimoe_audio.moe import AuxLossSchedule
+from unimoe_audio.train.config import StageConfig
+from unimoe_audio.train.distributed import DistInfo, all_sum, gather_objects
+
+CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
+
+
+def lr_factor(step: int, config: StageConfig) -> float:
+    """Multiplier of the peak LR at optimizer step `step`: linear warm-up, then cosine to min_lr_ratio."""
+    warmup = int(config.warmup_ratio * config.steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+
+def build_optimizer(model: nn.Module, config: StageConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on vectors (norms, biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UniMoEError("the model has no trainable parameters")
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=config.betas)
+
+
+def subset_indices(groups: Sequence[str], fraction: float, seed: int) -> set[int]:
+    """A seeded `fraction` of each task group's items (at least one per group)."""
+    rng = np.random.default_rng(seed)
+    keep: set[int] = set()
+    for g in sorted(set(groups)):
+        items = [i for i, x in enumerate(groups) if x == g]
+        n = max(1, round(len(items) * fraction))
+        keep.update(int(i) for i in rng.choice(items, n, replace=False))
+    return keep
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints in `directory`, oldest first."""
+    found = [(int(m.group(1)), p) for p in Path(directory).glob("step-*.pt") if (m := CHECKPOINT_RE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Train `model` on `train_set` for one stage; `fit()` returns the trained (unwrapped) model.
+
+    `collate(examples, rng=None) -> dict` builds the model's keyword batch (rng drives condition
+    dropout; evaluation passes none); `model(**batch, aux_weight=w)`
+    returns an output with `loss`, `codec_loss`, `codebook_losses`, `aux_loss`, `example_losses`
+    and `experts_per_token`. `only` restricts training and evaluation to some task groups (the
+    specialists). Outputs go to `out_dir`: checkpoints/, metrics.jsonl, tensorboard/, loss.png.
+    """
+
+    def __init__(self, model: nn.Module, config: StageConfig, train_set: TokenDataset, collate: Callable,
+                 out_dir: str | Path, val_set: TokenDataset | None = None, only: tuple[str, ...] | None = None,
+                 seed: int = 0, dist: DistInfo | None = None, progress: bool = True, name: str = "train"):
+        self.config, self.seed, self.name, self.progress = config, seed, name, progress
+        self.dist = dist or DistInfo()
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        self.train_set, self.val_set, self.collate, self.only = train_set, val_set, collate, only
+        world = self.dist.world_size
+        if config.batch_size % (config.grad_accum * world):
+            raise UniMoEError(f"batch_size {config.batch_size} must be divisible by grad_accum × processes "
+                              f"= {config.grad_accum} × {world}")
+        self.micro_batch = config.batch_size // (config.grad_accum * world)
+
+        groups = list(train_set.groups)
+        if config.subset < 1:
+            keep = subset_indices(groups, config.subset, seed)
+            groups = [g if i in keep else "" for i, g in enumerate(groups)]
+        wanted = tuple(sorted({g for g in groups if g and (only is None or g in only)}))
+        if not wanted:
+            raise UniMoEError(f"no training items for task groups {only}; check the corpus at {train_set}")
+        # One sampler for the whole job (rank 0's stream); see the module docstring for the split.
+        self.sampler = MixtureSampler(groups, self.micro_batch, mix=config.mix, seed=seed, only=wanted)
+
+        self.device = self.dist.device
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
+        self.aux = AuxLossSchedule(config.aux_start, config.aux_end, config.aux_steps)
+        self.step = 0
+        self.bad_steps = 0
+        self.ddp = self.model
+        if self.dist.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)  # routed experts nobody chose get no gradient
+
+    # ---------------------------------------------------------------- batches
+    def _examples(self, indices: list[int], dataset: TokenDataset):
+        return [dataset[i] for i in indices]
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _tokens(examples) -> int:
+        """Audio frames the codec loss covers (target plus voice prompt)."""
+        return sum(e.codes.shape[-1] + (0 if e.prompt_codes is None else e.prompt_codes.shape[-1]) for e in examples)
+
+    # ---------------------------------------------------------------- one optimizer step
+    def train_step(self) -> dict:
+        c, world = self.config, self.dist.world_size
+        self.ddp.train()
+        per_step = c.grad_accum * world
+        sums = defaultdict(float)
+        task_sum, task_count = defaultdict(float), defaultdict(int)
+        codebook = None
+        tokens, finite = 0, True
+        weight = self.aux.weight()
+        for m in range(c.grad_accum):
+            k = self.step * per_step + m * world + self.dist.rank
+            examples = self._examples(self.sampler.batch(k), self.train_set)
+            tokens += self._tokens(examples)
+            # Condition dropout draws from a generator keyed by the global micro-batch: resumable, layout-free.
+            batch = self._to_device(self.collate(examples, np.random.default_rng([self.seed, k, 1])))
+            sync = m == c.grad_accum - 1 or not self.dist.enabled
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
+                out = self.ddp(**batch, aux_weight=weight)
+                loss = out.loss.float()
+            finite = finite and bool(torch.isfinite(loss))
+            (loss / per_step * world).backward()  # DDP averages over processes; this averages micro-batches
+            sums["loss"] += loss.item()
+            sums["codec_loss"] += out.codec_loss.item()
+            sums["aux_loss"] += out.aux_loss.item()
+            if out.experts_per_token is not None:
+                sums["experts_per_token"] += float(out.experts_per_token)
+            cb = out.codebook_losses.detach().float().cpu()
+            codebook = cb if codebook is None else codebook + cb
+            for e, l in zip(examples, out.example_losses.detach().float().cpu().tolist()):
+                task_sum[e.meta["group"]] += l
+                task_count[e.meta["group"]] += 1
+        self.sampler.step = (self.step + 1) * per_step
+
+        # Every process must agree on skipping, or DDP would deadlock on the next step.
+        finite = bool(all_sum(torch.tensor([0.0 if finite else 1.0], device=self.device), self.dist).item() == 0)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if finite:
+            grad_norm = float(nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm > 0 else float("inf")))
+            self.optimizer.step()
+        else:
+            grad_norm = float("nan")
+            self.bad_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.aux.step()
+        self.step += 1
+        if self.bad_steps > c.max_bad_steps:
+            raise UniMoEError(f"{self.name}: the loss was NaN/inf on {self.bad_steps} steps (limit max_bad_steps="
+                              f"{c.max_bad_steps}); lower the learning rate or check the data, then resume")
+
+        # Reduce the logged numbers over processes.
+        names = sorted(set(task_sum) | set(self.train_set.groups))
+        keys = ["loss", "codec_loss", "aux_loss", "experts_per_token"]
+        vec = torch.tensor([sums[k] for k in keys] + [task_sum[g] for g in names] + [task_count[g] for g in names]
+                           + codebook.tolist() + [tokens], dtype=torch.float64, device=self.device)
+        vec = all_sum(vec, self.dist).cpu().tolist()
+        n_keys, n_groups = len(keys), len(names)
+        metrics = {k: vec[i] / per_step for i, k in enumerate(keys)}
+        if metrics["experts_per_token"] == 0:
+            metrics.pop("experts_per_token")
+        for j, g in enumerate(names):
+            if vec[n_keys + n_groups + j]:
+                metrics[f"loss/{g}"] = vec[n_keys + j] / vec[n_keys + n_groups + j]
+        cb = vec[n_keys + 2 * n_groups: -1]
+        metrics.update({f"codebook/{i}": v / per_step for i, v in enumerate(cb)})
+        metrics.update(step=self.step, lr=lr, aux_weight=weight, grad_norm=grad_norm, tokens=vec[-1],
+                       skipped=0 if finite else 1)
+        return metrics
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean per-example loss on the validation split, per task group and overall (mean of groups).
+
+        The same fixed items every time: the first eval_batches × batch items of each group."""
+        if self.val_set is None:
+            return {}
+        self.ddp.eval()
+        groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
+        n = self.config.eval_batches * self.micro_batch * self.dist.world_size
+        sums = torch.zeros(2 * len(groups), dtype=torch.float64, device=self.device)
+        for j, g in enumerate(groups):
+            items = [i for i, x in enumerate(self.val_set.groups) if x == g][:n]
+            mine = items[self.dist.rank:: self.dist.world_size]
+            for start in range(0, len(mine), self.micro_batch):
+                examples = self._examples(mine[start: start + self.micro_batch], self.val_set)
+                with self._autocast():
+                    out = self.model(**self._to_device(self.collate(examples)), aux_weight=0.0)
+                sums[j] += out.example_losses.float().sum().double()
+                sums[len(groups) + j] += len(examples)
+        sums = all_sum(sums, self.dist).cpu().tolist()
+        result = {f"eval/{g}": sums[j] / sums[len(groups) + j] for j, g in enumerate(groups) if sums[len(groups) + j]}
+        if result:
+            result["eval/loss"] = sum(result.values()) / len(result)
+        return result
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {"step": self.step, "bad_steps": self.bad_steps, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "aux": self.aux.state_dict(), "sampler": self.sampler.state_dict()}
+
+    def save_checkpoint(self) -> Path | None:
+        """Write checkpoints/step-N.pt atomically, then drop all but the newest keep_checkpoints.
+
+        A failing write (full disk) leaves the previous checkpoints intact and raises UniMoEError."""
+        rngs = gather_objects(rng_state(), self.dist)  # every process's RNG: router jitter differs by rank
+        if not self.dist.is_main:
+            return None
+        path = self.ckpt_dir / f"step-{self.step:07d}.pt"
+        try:
+            with atomic_path(path) as tmp:
+                torch.save({**self.state_dict(), "rng": rngs}, tmp)
+        except OSError as err:
+            previous = list_checkpoints(self.ckpt_dir)
+            kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+            raise UniMoEError(f"could not write checkpoint {path} ({err.strerror or err}); {kept}. "
+                              f"Free disk space and run again with --resume") from None
+        for old in list_checkpoints(self.ckpt_dir)[: -self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (OSError, RuntimeError, EOFError) as err:
+            raise UniMoEError(f"checkpoint {path} cannot be read ({err}); delete it to resume from an earlier one") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.aux.load_state_dict(state["aux"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step, self.bad_steps = int(state["step"]), int(state["bad_steps"])
+        rngs = state["rng"]
+        if len(rngs) != self.dist.world_size:
+            raise UniMoEError(f"checkpoint {path} was written by {len(rngs)} processes; resume with the same number "
+                              f"(now {self.dist.world_size}) for an exact resume")
+        set_rng_state(rngs[self.dist.rank])
+
+    # ---------------------------------------------------------------- the loop
+    def fit(self, resume: bool = False) -> nn.Module:
+        c = self.config
+        metrics_path = self.out_dir / "metrics.jsonl"
+        if resume and (found := list_checkpoints(self.ckpt_dir)):
+            self.load_checkpoint(found[-1])
+        elif not resume and self.dist.is_main and list_checkpoints(self.ckpt_dir):
+            raise UniMoEError(f"{self.ckpt_dir} already holds checkpoints; pass --resume to continue the run "
+                              f"or choose another --out")
+        log = MetricsLog(metrics_path, self.out_dir / "tensorboard", self.step, enabled=self.dist.is_main)
+        bar = tqdm(total=c.steps, initial=self.step, desc=self.name, unit="step",
+                   disable=not (self.progress and self.dist.is_main))
+        start, start_step, tokens = time.perf_counter(), self.step, 0.0
+        try:
+            while self.step < c.steps:
+                metrics = self.train_step()
+                tokens += metrics["tokens"]
+                metrics["tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+                done = self.step == c.steps
+                if self.step % c.eval_every == 0 or done:
+                    metrics.update(self.evaluate())
+                if self.step % c.log_every == 0 or done or "eval/loss" in metrics or metrics["skipped"]:
+                    log.write(metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.1e}")
+                bar.update(1)
+                if self.step % c.checkpoint_every == 0 or done:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            log.close()
+        if self.dist.is_main and self.step > start_step:
+            plot_losses(metrics_path, self.out_dir / "loss.png", self.name)
+        return self.model
+
+
+class MetricsLog:
+    """metrics.jsonl (truncated to `resume_step` on resume, so it matches the restored state) + TensorBoard."""
+
+    def __init__(self, path: Path, tb_dir: Path, resume_step: int, enabled: bool = True):
+        self.path, self.enabled, self.writer = path, enabled, None
+        if not enabled:
+            return
+        kept = []
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(metrics) + "\n")
+        for key, value in metrics.items():
+            if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, metrics["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
+    """Training loss and per-task validation loss against optimizer steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(r["step"], r["loss"]) for r in rows if math.isfinite(r["loss"])]
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="black", lw=1)
+    for key in sorted({k for r in rows for k in r if k.startswith("eval/")}):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot(*zip(*pts), marker="o", ms=3, label=key.replace("eval/", "val "))
+    ax.set(xlabel="optimizer step", ylabel="loss", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return png
