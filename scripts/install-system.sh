@@ -2,7 +2,7 @@
 # Debian packages the corpus builder, the codec benchmark and the judges need.
 set -euo pipefail
 PKGS=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng
-      fluidsynth fluid-soundfont-gm fortunes fortunes-zh wordnet-base sox libsndfile1)
+      fluidsynth fluid-soundfont-gm timgm6mb-soundfont fortunes fortunes-zh wordnet-base sox libsndfile1)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

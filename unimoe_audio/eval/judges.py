@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -110,7 +111,9 @@ class SpeakerJudge:
 
     @cached_property
     def encoder(self):
-        from resemblyzer import VoiceEncoder
+        with warnings.catch_warnings():  # resemblyzer -> webrtcvad still imports pkg_resources
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            from resemblyzer import VoiceEncoder
 
         return VoiceEncoder("cpu", verbose=False)
 

@@ -114,6 +114,8 @@ def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfi
     if run.dist.is_main:
         save_model(final, model, run.frontend)
         run.codec.save_pretrained(final / "codec")
+        write_json(final / "training.json", {"stage": name, "corpus": str(Path(run.recipe.corpus.path).resolve()),
+                                             "recipe": run.recipe.name})
     _barrier(run.dist)
     return model.cpu()
 
