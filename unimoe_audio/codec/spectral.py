@@ -85,10 +85,16 @@ class SpectralCodec(Codec):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         codes = self.check_codes(codes)  # [B, K, T]
+        if codes.shape[-1] < 2:  # T frames span (T - 1) hops
+            return torch.zeros(codes.shape[0], 0)
         feats = sum(self.codebooks[k][codes[:, k]] for k in range(self.num_codebooks))  # [B, T, M]
         mel = torch.exp(feats * self.std + self.mean) - LOG_FLOOR
         mag = (self.mel_inverse @ mel.clamp_min(0).transpose(1, 2)).clamp_min(0)  # [B, F, T]
-        return griffin_lim(mag, self.config, self.window)
+        t = mag.shape[-1]
+        shortest = self.config.n_fft // self.config.hop_length + 1  # the STFT's reflect padding needs this much
+        if t < shortest:
+            mag = torch.nn.functional.pad(mag, (0, shortest - t))  # silent frames, trimmed below
+        return griffin_lim(mag, self.config, self.window)[:, : (t - 1) * self.config.hop_length]
 
     # -- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:

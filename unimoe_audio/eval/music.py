@@ -93,7 +93,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 2 or len(b) < 2:
         raise UniMoEError("the Fréchet distance needs at least 2 embedding windows per set (clips of 2 s or more)")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ridge = 1e-6 * np.eye(a.shape[1])  # keeps the square root defined when windows are few
+    cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
     covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
     covmean = covmean.real
     value = float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2 * covmean))

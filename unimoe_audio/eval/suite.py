@@ -73,8 +73,11 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
         wave = api.generate([request], config)[0]
         elapsed = time.perf_counter() - start
         path = out / "audio" / f"{e['id']}.wav"
-        save_audio(path, wave if len(wave) else np.zeros(1, np.float32), api.sample_rate)
-        results[e["id"]] = {"path": path, "seconds": len(wave) / api.sample_rate, "elapsed": elapsed}
+        # A model that stops at once produced nothing: judge that as 0.1 s of silence.
+        shortest = api.sample_rate // 10
+        save_audio(path, np.pad(wave, (0, max(0, shortest - len(wave)))), api.sample_rate)
+        results[e["id"]] = {"path": path, "seconds": len(wave) / api.sample_rate, "elapsed": elapsed,
+                            "empty": len(wave) < shortest}
     return results
 
 
@@ -103,20 +106,26 @@ def score_speech(entries, generated, corpus: Path, progress: bool) -> dict:
 
     clones = [e for e in entries if e["task"] == "clone"]
     if clones:
+        def similarity(a: Path, b: Path) -> float | None:
+            try:
+                return speaker.similarity(load_audio(a, RATE)[0], RATE, load_audio(b, RATE)[0], RATE)
+            except UniMoEError:  # under 0.25 s of voiced audio
+                return None
+
+        def mean(values) -> float | None:
+            values = [v for v in values if v is not None]
+            return float(np.mean(values)) if values else None
+
         sims, ceiling, floor = [], [], []
         for e in tqdm(clones, desc="judging voice cloning", unit="item", disable=not progress):
-            prompt = load_audio(corpus / e["prompt_audio"], RATE)[0]
-            other = next((o for o in clones if o["speaker"] != e["speaker"]), None)
-            try:
-                sims.append(speaker.similarity(prompt, RATE, load_audio(generated[e["id"]]["path"], RATE)[0], RATE))
-            except UniMoEError:
-                sims.append(0.0)  # no voiced audio generated: as dissimilar as it gets
-            ceiling.append(speaker.similarity(prompt, RATE, load_audio(corpus / e["audio"], RATE)[0], RATE))
+            prompt = corpus / e["prompt_audio"]
+            sims.append(similarity(prompt, generated[e["id"]]["path"]) or 0.0)  # nothing voiced: dissimilar
+            ceiling.append(similarity(prompt, corpus / e["audio"]))
+            other = next((o for o in entries if o["task"] in ("tts", "clone") and o["speaker"] != e["speaker"]), None)
             if other is not None:
-                floor.append(speaker.similarity(prompt, RATE, load_audio(corpus / other["audio"], RATE)[0], RATE))
-        out["clone"] = {"items": len(clones), "similarity": float(np.mean(sims)),
-                        "similarity_ceiling": float(np.mean(ceiling)),
-                        "similarity_floor": float(np.mean(floor)) if floor else None}
+                floor.append(similarity(prompt, corpus / other["audio"]))
+        out["clone"] = {"items": len(clones), "similarity": mean(sims), "similarity_ceiling": mean(ceiling),
+                        "similarity_floor": mean(floor)}
     return out
 
 
@@ -167,7 +176,8 @@ def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | No
         speed[task] = sum(generated[i]["elapsed"] for i in ids) / max(audio, 1e-9)
     report = {"model": str(model_dir), "corpus": str(corpus), "split": split, "seed": seed,
               **score_speech(entries, generated, corpus, progress),
-              "music": score_music(entries, generated, corpus), "real_time_factor": speed}
+              "music": score_music(entries, generated, corpus), "real_time_factor": speed,
+              "empty_outputs": sum(g["empty"] for g in generated.values())}
     write_json(out / "results.json", report)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown(report), encoding="utf-8")
@@ -200,6 +210,7 @@ def markdown(r: dict) -> str:
                          f"{_fmt(m['ground_truth'][key])} |")
         lines.append(f"| music Fréchet distance to the references (24-d) | {_fmt(m.get('frechet'))} | "
                      f"{_fmt(m.get('frechet_reference_halves'))} (two halves of the references) |")
+    lines.append(f"| outputs shorter than 0.1 s (judged as silence) | {r['empty_outputs']} | |")
     for task, rtf in r["real_time_factor"].items():
         lines.append(f"| real-time factor, {task} | {_fmt(rtf)} | |")
     return "\n".join(lines) + "\n"

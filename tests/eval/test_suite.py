@@ -1,0 +1,48 @@
+"""`eval` and `analyze-routing` on a model trained by the tiny test recipe."""
+
+import json
+
+import pytest
+
+from unimoe_audio.cli.main import main
+from unimoe_audio.train.config import recipe_from_dict
+from unimoe_audio.train.curriculum import run_recipe
+
+STAGE = {"steps": 2, "lr": 1e-3, "batch_size": 4, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def models(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    recipe = {"name": "eval-test", "out": str(out), "corpus": {"path": str(corpus)},
+              "model": {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+                        "intermediate_size": 32, "max_positions": 512},
+              "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 20,
+              "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}}}
+    run_recipe(recipe_from_dict(recipe), progress=False)
+    return out
+
+
+def test_eval_scores_generated_and_ground_truth(models, capsys):
+    assert main(["eval", "--model", str(models / "joint" / "model"), "--max-music-seconds", "2.5"]) == 0
+    results = json.loads((models / "joint" / "eval-test" / "results.json").read_text())
+    en = results["speech-en"]
+    assert en["items"] == 2  # one tts, one clone
+    assert en["wer_whisper_ground_truth"] < 0.5  # flite's "the cat sat on the mat" is understood
+    assert en["wer_whisper"] >= en["wer_whisper_ground_truth"]  # two training steps cannot speak
+    assert results["speech-zh"]["items"] == 1 and "cer_whisper" in results["speech-zh"]
+    assert results["clone"]["similarity_ceiling"] > 0.5
+    assert results["music"]["ground_truth"]["texture_accuracy"] == 1.0
+    assert set(results["real_time_factor"]) == {"tts", "clone", "t2m"}
+    assert "| en WER (Whisper-base" in capsys.readouterr().out
+
+
+def test_analyze_routing_writes_plot_and_numbers(models, capsys):
+    assert main(["analyze-routing", "--model", str(models / "joint" / "model")]) == 0
+    data = json.loads((models / "joint" / "routing" / "routing.json").read_text())
+    layer = data["layers"]["0"]
+    assert {"all", "speech-en", "speech-zh", "music"} <= set(layer)
+    assert sum(layer["all"]["experts_per_token_hist"]) == pytest.approx(1, abs=1e-3)
+    assert (models / "joint" / "routing" / "routing.png").stat().st_size > 0
+    assert main(["analyze-routing", "--model", str(models / "specialists" / "music" / "model")]) == 2
+    assert "dense model" in capsys.readouterr().err
