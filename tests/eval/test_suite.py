@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from unimoe_audio.cli.main import main
 from unimoe_audio.train.config import recipe_from_dict
@@ -18,7 +19,9 @@ def models(corpus, tmp_path_factory):
               "model": {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
                         "intermediate_size": 32, "max_positions": 512},
               "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 20,
-              "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}}}
+              "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}},
+              "baselines": {name: STAGE for name in ("naive-joint", "dense-balanced", "top-k", "scratch")}}
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     run_recipe(recipe_from_dict(recipe), progress=False)
     return out
 
@@ -46,3 +49,14 @@ def test_analyze_routing_writes_plot_and_numbers(models, capsys):
     assert (models / "joint" / "routing" / "routing.png").stat().st_size > 0
     assert main(["analyze-routing", "--model", str(models / "specialists" / "music" / "model")]) == 2
     assert "dense model" in capsys.readouterr().err
+
+
+def test_reproduce_writes_the_comparison_report(models, tmp_path):
+    report = tmp_path / "docs" / "results.md"
+    assert main(["reproduce", "--config", str(models / "recipe.yaml"), "--report", str(report), "--per-task", "1"]) == 0
+    text = report.read_text()
+    for label in ("specialists", "naive joint", "MoE-sized", "Top-K", "from scratch", "curriculum DCMoE", "ground truth"):
+        assert label in text
+    assert "Against naive joint training: the claim **" in text
+    assert (tmp_path / "docs" / "img" / "results-routing.png").is_file()
+    assert (tmp_path / "docs" / "img" / "results-curriculum-loss.png").is_file()

@@ -81,8 +81,25 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
     return results
 
 
+class GroundTruthCache:
+    """Judge outputs on the corpus's own recordings, kept in <corpus>/judge-cache.json across runs."""
+
+    def __init__(self, corpus: Path):
+        self.path = corpus / "judge-cache.json"
+        self.values = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def get(self, key: str, compute):
+        if key not in self.values:
+            self.values[key] = compute()
+        return self.values[key]
+
+    def save(self) -> None:
+        write_json(self.path, self.values)
+
+
 def score_speech(entries, generated, corpus: Path, progress: bool) -> dict:
     whisper, sphinx, speaker = WhisperJudge(), SphinxJudge(), SpeakerJudge()
+    cache = GroundTruthCache(corpus)
     out = {}
     for language, rate_fn, name in (("en", word_error_rate, "wer"), ("zh", char_error_rate, "cer")):
         items = [e for e in entries if e["task"] in ("tts", "clone") and e["language"] == language]
@@ -94,10 +111,10 @@ def score_speech(entries, generated, corpus: Path, progress: bool) -> dict:
             gt = load_audio(corpus / e["audio"], RATE)[0]
             refs.append(e["text"])
             gen_w.append(whisper.transcribe(gen, RATE, language))
-            gt_w.append(whisper.transcribe(gt, RATE, language))
+            gt_w.append(cache.get(f"whisper:{language}:{e['audio']}", lambda: whisper.transcribe(gt, RATE, language)))
             if language == "en":
                 gen_s.append(sphinx.transcribe(gen, RATE))
-                gt_s.append(sphinx.transcribe(gt, RATE))
+                gt_s.append(cache.get(f"sphinx:{e['audio']}", lambda: sphinx.transcribe(gt, RATE)))
         result = {"items": len(items), f"{name}_whisper": rate_fn(refs, gen_w), f"{name}_whisper_ground_truth": rate_fn(refs, gt_w),
                   "examples": [{"text": r, "generated": g, "ground_truth": t} for r, g, t in list(zip(refs, gen_w, gt_w))[:3]]}
         if language == "en":
@@ -120,12 +137,14 @@ def score_speech(entries, generated, corpus: Path, progress: bool) -> dict:
         for e in tqdm(clones, desc="judging voice cloning", unit="item", disable=not progress):
             prompt = corpus / e["prompt_audio"]
             sims.append(similarity(prompt, generated[e["id"]]["path"]) or 0.0)  # nothing voiced: dissimilar
-            ceiling.append(similarity(prompt, corpus / e["audio"]))
+            ceiling.append(cache.get(f"similarity:{e['prompt_audio']}:{e['audio']}", lambda: similarity(prompt, corpus / e["audio"])))
             other = next((o for o in entries if o["task"] in ("tts", "clone") and o["speaker"] != e["speaker"]), None)
             if other is not None:
-                floor.append(similarity(prompt, corpus / other["audio"]))
+                floor.append(cache.get(f"similarity:{e['prompt_audio']}:{other['audio']}",
+                                       lambda: similarity(prompt, corpus / other["audio"])))
         out["clone"] = {"items": len(clones), "similarity": mean(sims), "similarity_ceiling": mean(ceiling),
                         "similarity_floor": mean(floor)}
+    cache.save()
     return out
 
 
@@ -159,7 +178,9 @@ def score_music(entries, generated, corpus: Path) -> dict:
 
 
 def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | None = None, out: str | Path | None = None,
-             per_task: int | None = None, seed: int = 0, max_music_seconds: float = 10.0, progress: bool = True) -> dict:
+             per_task: int | None = None, seed: int = 0, max_music_seconds: float = 10.0, progress: bool = True,
+             groups: tuple[str, ...] | None = None) -> dict:
+    """Generate and score `split` (only the task `groups` given, e.g. a specialist's own)."""
     model_dir = Path(model_dir)
     corpus = Path(corpus) if corpus else corpus_of(model_dir)
     manifest = corpus / f"{split}.jsonl"
@@ -167,7 +188,7 @@ def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | No
         raise UniMoEError(f"no {split} split at {manifest}")
     out = Path(out) if out else model_dir.parent / f"eval-{split}"
     api = UniMoEAudio.from_pretrained(model_dir)
-    entries = select(read_manifest(manifest), per_task)
+    entries = select([e for e in read_manifest(manifest) if groups is None or e["group"] in groups], per_task)
     generated = generate_split(api, corpus, entries, out, seed, max_music_seconds, progress)
     speed = {}
     for task in sorted({e["task"] for e in entries}):
