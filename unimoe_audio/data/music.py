@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 FLUID_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+RENDER_TIMEOUT_S = 20  # a normal piece renders in about a second
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,11 @@ def render_music(source: Source, path: str, number: int | None, seed: int, out: 
             score.write("midi", fp=str(midi))
         except Exception as err:  # e.g. badly formed repeats
             raise RuntimeError(f"music21 cannot write MIDI for {Path(path).name} #{number}: {err}") from None
-        result = subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-F", str(wav), "-r", str(sample_rate),
-                                 str(FLUID_SOUNDFONT), str(midi)], capture_output=True)
+        try:  # a note that never ends makes fluidsynth render forever (gigabytes of wav): give up
+            result = subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-F", str(wav), "-r", str(sample_rate),
+                                     str(FLUID_SOUNDFONT), str(midi)], capture_output=True, timeout=RENDER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"fluidsynth did not finish {Path(path).name} #{number} within {RENDER_TIMEOUT_S} s") from None
         if result.returncode != 0 or not wav.is_file():
             raise RuntimeError(f"fluidsynth failed on {Path(path).name}: {result.stderr.decode(errors='ignore')[-200:]}")
         audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
