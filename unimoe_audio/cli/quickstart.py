@@ -77,7 +77,7 @@ def run(args) -> int:
         raise UniMoEError(f"recipe {args.config} not found; run from a clone of the repository or pass --config")
     start = time.perf_counter()
     recipe = load_recipe(args.config)
-    run_recipe(recipe)
+    run_recipe(recipe, "joint")  # the curriculum; `unimoe-audio reproduce` adds the baselines
     out = Path(recipe.out)
     model_dir = out / "joint" / "model"
     api = UniMoEAudio.from_pretrained(model_dir)
