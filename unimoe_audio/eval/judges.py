@@ -78,8 +78,10 @@ class WhisperJudge:
         return WhisperModel(str(whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=self.threads)
 
     def transcribe(self, wave, sample_rate: int, language: str = "en") -> str:
+        # Clips are single sentences; the token cap stops hallucination loops on babble early.
         segments, _ = self.model.transcribe(_mono16k(wave, sample_rate), language=language, beam_size=1,
-                                            vad_filter=False, condition_on_previous_text=False)
+                                            vad_filter=False, condition_on_previous_text=False,
+                                            without_timestamps=True, max_new_tokens=96)
         text = " ".join(s.text.strip() for s in segments).strip()
         if language == "zh":
             import zhconv
