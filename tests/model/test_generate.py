@@ -83,7 +83,7 @@ def test_api_speaks_clones_and_plays(api, tmp_path, codec):
     wave, rate = api.tts("The birch canoe.", language="en", speaker="en_slt", config=GenerationConfig(max_frames=6, seed=0))
     assert rate == 16_000 and wave.ndim == 1 and 0 < len(wave) <= 6 * 320
     prompt = tmp_path / "prompt.wav"
-    sf.write(prompt, codec.decode(torch.randint(0, C, (1, K, 20)))[0].numpy(), 16_000)
+    sf.write(prompt, codec.decode(torch.randint(0, C, (1, K, 40)))[0].numpy(), 16_000)
     wave, _ = api.tts("Rice.", language="en", prompt_audio=prompt, prompt_text="Glue the sheet.",
                       config=GenerationConfig(max_frames=5, seed=0))
     assert len(wave) > 0
@@ -111,3 +111,61 @@ def test_generate_cli(api, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "model"), "--task", "tts", "--text", "Hi.",
                  "--speaker", "nobody", "-o", str(out)]) == 2
     assert "unknown speaker" in capsys.readouterr().err
+
+
+def test_guidance_zero_in_a_guided_batch_equals_the_conditional_model_alone(api, examples):
+    tts, music = requests(examples)[0], requests(examples)[3]
+    tts.guidance_scale, music.guidance_scale = 0.0, 3.0
+    config = GenerationConfig(max_frames=8, temperature=0.0)
+    batched = api.generator.run([tts, music], config)[0]  # conditional and unconditional rows for both
+    alone = api.generator.run([tts], config)[0]  # scale 0 only: no unconditional row at all
+    assert torch.equal(batched, alone)
+
+
+def test_a_tiny_model_overfits_and_greedy_generation_reproduces_its_item(frontend, examples):
+    torch.manual_seed(0)
+    from unimoe_audio.codec import DelayPattern
+    from unimoe_audio.model import SequenceCollator
+
+    model = UniMoEAudioModel(tiny_config(frontend, "dense"))
+    collate = SequenceCollator(frontend, DelayPattern(model.config.delays, C))
+    item = examples[0]
+    batch = collate([item])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model(**batch).codec_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * K
+    model.eval()
+    codes = Generator(model, frontend).run([Request.from_example(item)],
+                                           GenerationConfig(max_frames=40, temperature=0.0, guidance_scale=0.0))[0]
+    assert torch.equal(codes, item.codes)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda api, p: api.tts("", language="en", speaker="en_slt"), "empty"),
+    (lambda api, p: api.tts("؟؟", language="en", speaker="en_slt"), "cannot read"),
+    (lambda api, p: api.tts("abc", language="zh", speaker="zh_m1"), "cannot read"),
+    (lambda api, p: api.tts("Hi.", language="fr", speaker="en_slt"), "language"),
+    (lambda api, p: api.tts("Hi.", language="en", speaker="nobody"), "unknown speaker"),
+    (lambda api, p: api.tts("word " * 400, language="en", speaker="en_slt"), "positions"),
+    (lambda api, p: api.music("jig", duration=60), "positions"),
+    (lambda api, p: api.music("jig", duration=-1), "duration"),
+    (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["silent"], prompt_text="Glue."), "silent"),
+    (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["short"], prompt_text="Glue."), "long"),
+    (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["long"], prompt_text="Glue."), "long"),
+    (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["broken"], prompt_text="Glue."), "cannot read"),
+    (lambda api, p: api.generate([Request(task="speak")]), "task"),
+])
+def test_bad_input_gets_a_clear_error(api, tmp_path, call, message):
+    import numpy as np
+
+    paths = {name: tmp_path / f"{name}.wav" for name in ("silent", "short", "long", "broken")}
+    sf.write(paths["silent"], np.zeros(16_000, np.float32), 16_000)
+    sf.write(paths["short"], np.random.default_rng(0).normal(0, 0.1, 3_000).astype(np.float32), 16_000)
+    sf.write(paths["long"], np.random.default_rng(0).normal(0, 0.1, 16_000 * 25).astype(np.float32), 16_000)
+    paths["broken"].write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(UniMoEError, match=message):
+        call(api, paths)

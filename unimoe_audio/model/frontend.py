@@ -92,7 +92,15 @@ class TextFrontend:
 
     def speech_text(self, text: str, language: str) -> list[int]:
         """<text> phonemes </text>; an empty `text` gives the unconditional form."""
-        body = self._symbols(phonemize(text, language)) if text else []
+        body = []
+        if text:
+            phonemes = phonemize(text, language)
+            body = self._symbols(phonemes)
+            unknown = sum(i == self.ids["<unk>"] for i in body)
+            spoken = [ch for ch in phonemes if not ch.isspace() and ch not in ",."]
+            if not spoken or unknown > len(body) // 2:
+                raise UniMoEError(f"cannot read {text!r} as {language} speech: the front-end knows "
+                                  f"{len(body) - unknown} of its {len(body)} symbols")
         return [self.ids["<text>"], *body, self.ids["</text>"]]
 
     def caption(self, caption: str) -> list[int]:

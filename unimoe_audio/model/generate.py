@@ -90,8 +90,9 @@ class Generator:
         model, pattern = self.model, self.pattern
         device = next(model.parameters()).device
         k, c = pattern.num_codebooks, model.config
-        scales = torch.tensor([DEFAULT_GUIDANCE[r.task] if config.guidance_scale is None else config.guidance_scale
-                               for r in requests], device=device)
+        scales = torch.tensor([r.guidance_scale if r.guidance_scale is not None else DEFAULT_GUIDANCE[r.task]
+                               if config.guidance_scale is None else config.guidance_scale for r in requests],
+                              device=device)
         guided = bool((scales != 0).any())
         prompts = [encode_prompt(self.frontend, pattern, r, True) for r in requests]
         if guided:

@@ -63,6 +63,17 @@ def load_model(directory: str | Path, device: str = "cpu") -> tuple[UniMoEAudioM
     return model.to(device).eval(), TextFrontend.load(directory / "frontend.json")
 
 
+PROMPT_SECONDS = (0.5, 20.0)  # a voice prompt shorter than this says too little, longer costs positions
+
+
+def check_prompt(wave: np.ndarray, rate: int) -> None:
+    seconds = wave.shape[-1] / rate
+    if not PROMPT_SECONDS[0] <= seconds <= PROMPT_SECONDS[1]:
+        raise UniMoEError(f"the voice prompt is {seconds:.2f} s long; give {PROMPT_SECONDS[0]}–{PROMPT_SECONDS[1]} s of speech")
+    if float(np.sqrt(np.mean(np.square(wave)))) < 1e-4:
+        raise UniMoEError("the voice prompt is silent")
+
+
 class UniMoEAudio:
     """Generate speech and music: `UniMoEAudio.from_pretrained(path).tts("Hello.", language="en", speaker=...)`."""
 
@@ -99,6 +110,7 @@ class UniMoEAudio:
         prompt_codes = None
         if prompt_audio is not None:
             wave, rate = load_audio(prompt_audio) if isinstance(prompt_audio, (str, Path)) else prompt_audio
+            check_prompt(np.asarray(wave, dtype=np.float32), rate)
             prompt_codes = self.codec.encode(wave, rate)[0]
         return Request(task=task, text=text, language=language, speaker=speaker, caption=caption,
                        prompt_text=prompt_text, prompt_codes=prompt_codes)

@@ -22,7 +22,7 @@ from unimoe_audio.codec.delay import DelayPattern
 from unimoe_audio.data.build import TASK_GROUPS
 from unimoe_audio.data.tokens import Example
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model.frontend import TASKS, TextFrontend
+from unimoe_audio.model.frontend import LANGUAGES, TASKS, TextFrontend
 from unimoe_audio.model.transformer import IGNORE
 
 
@@ -37,6 +37,7 @@ class Request:
     caption: str = ""
     prompt_text: str = ""
     prompt_codes: torch.Tensor | None = None  # [K, Tp] aligned codes of the voice prompt
+    guidance_scale: float | None = None  # overrides GenerationConfig.guidance_scale for this request
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -45,8 +46,10 @@ class Request:
             raise UniMoEError("text-to-speech needs a speaker (or use task 'clone' with a voice prompt)")
         if self.task == "clone" and (self.prompt_codes is None or not self.prompt_text):
             raise UniMoEError("voice cloning needs prompt audio and its transcript (prompt_text)")
-        if self.task in ("tts", "clone") and self.language is None:
-            raise UniMoEError("speech needs a language ('en' or 'zh')")
+        if self.task in ("tts", "clone") and self.language not in LANGUAGES:
+            raise UniMoEError(f"speech needs a language, one of {LANGUAGES}; got {self.language!r}")
+        if self.task in ("tts", "clone") and not self.text.strip():
+            raise UniMoEError("the text to speak is empty")
 
     @classmethod
     def from_example(cls, ex: Example) -> "Request":
