@@ -1,0 +1,132 @@
+"""Generation speed and the inference-time MoE Top-P override.
+
+Part 1 (random weights, presets tiny and small, 12 codebooks × 1024 codes): 10 s of music
+(500 frames) with classifier-free guidance at batch 1 — frames/s, real-time factor, peak
+resident memory — against the same model decoding without a cache (recomputing the sequence
+every step, greedy); first-chunk latency of streaming (25 frames = 0.5 s, decoded by a
+12 × 1024 spectral codec). Part 2 (a trained model, `--model`, default
+runs/curriculum-tiny/joint/model): per MoE Top-P, routed experts per token, teacher-forced
+validation loss (the quality proxy) and guided generation speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from unimoe_audio.codec import DelayPattern, SpectralCodec, SpectralCodecConfig
+from unimoe_audio.data import TokenDataset
+from unimoe_audio.eval.suite import corpus_of
+from unimoe_audio.model import (GenerationConfig, Generator, Request, SequenceCollator, TextFrontend, UniMoEAudio,
+                                UniMoEAudioConfig, UniMoEAudioModel, load_model)
+
+DEFAULT = Path("runs/curriculum-tiny/joint/model")
+
+
+def uncached_frames_per_s(gen: Generator, request: Request, frames: int) -> float:
+    """Greedy decoding that re-runs the whole sequence every step (what a cache saves)."""
+    from unimoe_audio.model.sequence import encode_prompt
+
+    model, pattern = gen.model, gen.pattern
+    seg = encode_prompt(gen.frontend, pattern, request)
+    tokens, audio, is_audio = seg.tokens[None], seg.audio[None], seg.is_audio[None]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for step in range(frames):
+            hidden, _ = model.hidden(tokens, audio, is_audio)
+            frame = model.logits(hidden[:, -1]).argmax(-1)  # [1, K]
+            frame = torch.where(step < torch.tensor(pattern.delays)[None], torch.full_like(frame, pattern.bos), frame)
+            tokens = torch.cat([tokens, torch.full((1, 1), gen.frontend["<audio>"])], 1)
+            audio = torch.cat([audio, frame[..., None]], 2)
+            is_audio = torch.cat([is_audio, torch.ones(1, 1, dtype=torch.bool)], 1)
+    return frames / (time.perf_counter() - start)
+
+
+def cached_frames_per_s(gen: Generator, requests: list[Request], frames: int, **kw) -> float:
+    config = GenerationConfig(max_frames=frames, min_frames=frames, seed=0, **kw)
+    gen.run(requests, GenerationConfig(max_frames=5, min_frames=5, seed=0, **kw))  # warm-up
+    start = time.perf_counter()
+    gen.run(requests, config)
+    return len(requests) * frames / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def validation_loss(model, frontend, tokens_dir: Path, top_p: float) -> float:
+    data = TokenDataset(tokens_dir, "validation")
+    collate = SequenceCollator(frontend, DelayPattern(model.config.delays, model.config.codebook_size))
+    model.set_top_p(top_p)
+    losses, experts = [], []
+    for start in range(0, len(data), 8):
+        out = model(**collate([data[i] for i in range(start, min(start + 8, len(data)))]))
+        losses.append(out.example_losses)
+        experts.append(out.experts_per_token)
+    model.set_top_p(None)
+    return float(torch.cat(losses).mean()), sum(experts) / len(experts)
+
+
+def first_chunk_latency(api: UniMoEAudio, request: Request, chunk: int = 25) -> float:
+    start = time.perf_counter()
+    next(iter(api.stream(request, GenerationConfig(max_frames=200, min_frames=200, seed=0), chunk_frames=chunk)))
+    return time.perf_counter() - start
+
+
+def part_one(frames: int) -> None:
+    frontend = TextFrontend(list("abcdefghijklmnopqrstuvwxyz ,."), ["en_a"])
+    codec_config = SpectralCodecConfig(griffin_lim_iters=32)
+    codec = SpectralCodec(codec_config, torch.zeros(128), torch.ones(128), torch.randn(12, 1024, 128) * 0.1)
+    request = Request(task="t2m", caption="a fiddle tune on violin at 120 bpm in d major")
+    print(f"\n| preset (random weights) | parameters | guided frames/s | real-time factor | vs uncached greedy | peak RSS | first 0.5 s chunk |")
+    print("|---|---|---|---|---|---|---|")
+    for preset in ("tiny", "small"):
+        torch.manual_seed(0)
+        model = UniMoEAudioModel(UniMoEAudioConfig.preset(preset, text_vocab_size=len(frontend))).eval()
+        params = sum(p.numel() for p in model.parameters())
+        gen = Generator(model, frontend)
+        guided = cached_frames_per_s(gen, [request], frames, guidance_scale=3.0)
+        greedy_cached = cached_frames_per_s(gen, [request], frames, temperature=0.0, guidance_scale=0.0)
+        uncached = uncached_frames_per_s(gen, request, frames)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        latency = first_chunk_latency(UniMoEAudio(model, frontend, codec), request)
+        print(f"| {preset} | {params / 1e6:.1f} M | {guided:.0f} | {50 / guided:.3f} | {greedy_cached / uncached:.1f}x "
+              f"({greedy_cached:.0f} vs {uncached:.1f} frames/s) | {rss:.0f} MiB | {latency:.2f} s |")
+
+
+def part_two(model_dir: Path, frames: int) -> None:
+    model, frontend = load_model(model_dir)
+    if not model.moe_layers():
+        return
+    gen = Generator(model, frontend)
+    request = Request(task="t2m", caption="a fiddle tune on violin at 120 bpm in d major")
+    tokens = corpus_of(model_dir) / "tokens"
+    base = model.moe_layers()[0].config.top_p
+    print(f"\nTrained model {model_dir}:\n")
+    print("| MoE Top-P at inference | routed experts/token | validation loss | guided frames/s (4 requests) | speed vs trained Top-P |")
+    print("|---|---|---|---|---|")
+    reference = None
+    for top_p in (base, 0.5, 0.3, 0.1):
+        loss, experts = validation_loss(model, frontend, tokens, top_p)
+        speed = cached_frames_per_s(gen, [request] * 4, frames, moe_top_p=top_p)
+        reference = reference or speed
+        print(f"| {top_p}{' (trained)' if top_p == base else ''} | {experts:.2f} | {loss:.3f} | {speed:.1f} | {speed / reference:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, default=DEFAULT if DEFAULT.is_dir() else None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    frames = 100 if args.quick else 500
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    part_one(frames)
+    if args.model is not None:
+        part_two(args.model, frames // 2)
+    else:
+        print("\n(no trained model: run `unimoe-audio quickstart` or pass --model for the Top-P table)")
+
+
+if __name__ == "__main__":
+    main()
