@@ -63,13 +63,14 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     """logits [B, K, V] -> tokens [B, K]; per-codebook settings [K]; temperature 0 = greedy."""
     greedy = logits.argmax(-1)
     t = temperature.clamp_min(1e-5)[None, :, None]
-    scaled = logits / t
-    ordered, order = scaled.sort(dim=-1, descending=True)
-    rank = torch.arange(logits.shape[-1], device=logits.device)
-    k = torch.where(top_k > 0, top_k, torch.full_like(top_k, logits.shape[-1]))
-    probs = ordered.softmax(-1)
-    drop = (rank[None, None, :] >= k[None, :, None]) | ((probs.cumsum(-1) - probs) >= top_p[None, :, None])  # keep the smallest prefix reaching top_p
-    ordered = ordered.masked_fill(drop, float("-inf"))
+    vocab = logits.shape[-1]
+    k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long()
+    # only the largest top-k candidates can be drawn: a partial sort of those is enough
+    ordered, order = (logits / t).topk(min(int(k.max()), vocab), dim=-1)
+    rank = torch.arange(ordered.shape[-1], device=logits.device)
+    ordered = ordered.masked_fill(rank[None, None, :] >= k[None, :, None], float("-inf"))
+    probs = ordered.softmax(-1)  # top-p then acts on the top-k distribution, as in transformers
+    ordered = ordered.masked_fill((probs.cumsum(-1) - probs) >= top_p[None, :, None], float("-inf"))  # smallest prefix reaching top_p
     choice = torch.multinomial(ordered.softmax(-1).flatten(0, 1), 1, generator=generator).view(logits.shape[:2])
     sampled = order.gather(-1, choice[..., None])[..., 0]
     return torch.where(temperature[None, :] == 0, greedy, sampled)

@@ -1,8 +1,8 @@
 """Token dispatch: group (token, expert) pairs by expert, run each expert once, add back.
 
-One sort of the selected pairs, one host sync for the per-expert counts, then a loop over the
-E experts (not over tokens or k-groups); experts with no tokens are skipped. No
-[tokens × experts × hidden] intermediate is ever built.
+One sort of the selected pairs, one host sync for the per-expert counts, a loop over the E
+experts (not over tokens or k-groups) that skips experts with no tokens, and one scatter-add
+of all pairs back to their tokens. No [tokens × experts × hidden] intermediate is ever built.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 from unimoe_audio.moe.experts import RoutedExperts, swiglu
+
+SMALL_SCATTER = 1 << 14  # elements; measured on CPU: index_put_ wins below, index_add_ above (benchmarks/moe_layer.py)
 
 
 def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts: RoutedExperts) -> torch.Tensor:
@@ -26,13 +28,15 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts
     # unbind once: its backward stacks the per-expert gradients in one write, where indexing
     # w[e] per expert would materialise a full-size zero gradient for every expert.
     gates, ups, downs = experts.w_gate.unbind(0), experts.w_up.unbind(0), experts.w_down.unbind(0)
-    out = torch.zeros_like(x)
-    start = 0
+    outputs, start = [], 0
     for e, count in enumerate(counts):
-        if count == 0:
-            continue
-        end = start + count
-        y = swiglu(rows[start:end], gates[e], ups[e], downs[e]) * pair_weight[start:end]
-        out.index_add_(0, token_idx[start:end], y)
-        start = end
-    return out
+        if count:
+            outputs.append(swiglu(rows[start:start + count], gates[e], ups[e], downs[e]))
+            start += count
+    out = torch.zeros_like(x)
+    if not outputs:
+        return out
+    y = torch.cat(outputs) * pair_weight  # [P, D]
+    if y.numel() <= SMALL_SCATTER:  # decode-sized: the serial kernel avoids a thread-pool round trip
+        return out.index_put_((token_idx,), y, accumulate=True)
+    return out.index_add_(0, token_idx, y)

@@ -82,7 +82,7 @@ class DCMoEConfig:
 @dataclass
 class MoEOutput:
     hidden_states: torch.Tensor  # shape of the input
-    aux_loss: torch.Tensor  # unweighted scalar (fp32)
+    aux_loss: torch.Tensor  # unweighted scalar (fp32); 0 under torch.inference_mode()
     router_logits: torch.Tensor  # [N, N_r + N_n + N_s] fp32
     expert_mask: torch.Tensor  # [N, N_r + N_n] bool (all False for padding tokens)
     num_experts: torch.Tensor  # [N] routed experts computed per token (null excluded)
@@ -157,7 +157,9 @@ class DCMoE(nn.Module):
             out = out + self._shared(x, shared_scale)
         out = out * valid[:, None].to(out.dtype)
 
-        aux = load_balancing_loss(dyn_logits[valid], mask[valid])
+        # generation runs under inference mode and has no use for the loss: skip its softmax
+        aux = x.new_zeros((), dtype=torch.float32) if torch.is_inference_mode_enabled() \
+            else load_balancing_loss(dyn_logits[valid], mask[valid])
         return MoEOutput(
             hidden_states=out.reshape(shape),
             aux_loss=aux,
