@@ -60,3 +60,9 @@ def test_reproduce_writes_the_comparison_report(models, tmp_path):
     assert "Against naive joint training: the claim **" in text
     assert (tmp_path / "docs" / "img" / "results-routing.png").is_file()
     assert (tmp_path / "docs" / "img" / "results-curriculum-loss.png").is_file()
+
+    # a second run (e.g. after an interruption) reuses every evaluation with the same settings
+    stamps = {p: p.stat().st_mtime_ns for p in models.glob("eval/*/results.json")}
+    assert len(stamps) == 8
+    assert main(["reproduce", "--config", str(models / "recipe.yaml"), "--report", str(report), "--per-task", "1"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in models.glob("eval/*/results.json")} == stamps

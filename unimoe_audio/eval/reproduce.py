@@ -8,6 +8,7 @@ and a plain statement of where the claim held and where it did not.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -37,30 +38,43 @@ def reproduce(config: str | Path, report: str | Path = "docs/results.md", per_ta
     images = report.parent / "img"
     images.mkdir(parents=True, exist_ok=True)
 
+    def scored(model_dir: Path, name: str, groups=None) -> dict:
+        return evaluated(model_dir, out / "eval" / name, per_task, groups) or evaluate(
+            model_dir, per_task=per_task, groups=groups, progress=progress, out=out / "eval" / name)
+
     rows = {}
     for name in SYSTEMS:
         if name == "specialists":
-            parts = {g: evaluate(out / "specialists" / g / "model", per_task=per_task, groups=(g,), progress=progress,
-                                 out=out / "eval" / f"specialists-{g}") for g in TASK_GROUPS}
+            parts = {g: scored(out / "specialists" / g / "model", f"specialists-{g}", (g,)) for g in TASK_GROUPS}
             loss = {g: summary.get(f"specialists/{g}", {}).get(g) for g in TASK_GROUPS}
             rows[name] = (loss, {k: v for g, r in parts.items() for k, v in r.items()
                                  if k.startswith(("speech-", "clone")) or (k == "music" and g == "music")})
         elif name in summary:
-            result = evaluate(out / name / "model", per_task=per_task, progress=progress, out=out / "eval" / name.replace("/", "-"))
+            result = scored(out / name / "model", name.replace("/", "-"))
             rows[name] = ({g: summary[name].get(g) for g in TASK_GROUPS}, result)
     routing = analyze_routing(out / "joint" / "model", out=out / "eval" / "routing", progress=progress)
-    shutil.copyfile(Path(routing["output"]) / "routing.png", images / "results-routing.png")
-    shutil.copyfile(out / "curriculum-loss.png", images / "results-curriculum-loss.png")
+    shutil.copyfile(Path(routing["output"]) / "routing.png", images / f"{report.stem}-routing.png")
+    shutil.copyfile(out / "curriculum-loss.png", images / f"{report.stem}-curriculum-loss.png")
     with atomic_path(report) as tmp:
-        tmp.write_text(markdown(recipe, rows, per_task), encoding="utf-8")
+        tmp.write_text(markdown(recipe, rows, per_task, report.stem), encoding="utf-8")
     return report
+
+
+def evaluated(model_dir: Path, out: Path, per_task: int, groups) -> dict | None:
+    """An earlier evaluation of the same model with the same settings (an interrupted reproduce resumes)."""
+    results, weights = out / "results.json", model_dir / "model.safetensors"
+    if not results.is_file() or not weights.is_file() or results.stat().st_mtime < weights.stat().st_mtime:
+        return None
+    report = json.loads(results.read_text())
+    same = report.get("per_task") == per_task and report.get("groups") == (list(groups) if groups else None)
+    return report if same else None
 
 
 def _f(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(recipe, rows: dict, per_task: int) -> str:
+def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
     lines = [f"# Results: recipe `{recipe.name}`", "",
              f"Produced by `unimoe-audio reproduce --config <recipe>` (corpus `{recipe.corpus.path}`, size "
              f"`{recipe.corpus.size}`; at most {per_task} test items per task and group). Lower is better for losses, "
@@ -86,9 +100,9 @@ def markdown(recipe, rows: dict, per_task: int) -> str:
                      f"{_f(music['ground_truth']['tempo_accuracy'], 2)} | {_f(music['ground_truth']['key_accuracy'], 2)} |")
     lines += ["", "## Did the claim hold here?", ""] + verdict(rows) + [
         "", "## Loss across the warm-up → joint hand-over (paper Fig. 3)", "",
-        "![validation loss per task across warm-up and joint training](img/results-curriculum-loss.png)", "",
+        f"![validation loss per task across warm-up and joint training](img/{stem}-curriculum-loss.png)", "",
         "## Routing of the curriculum model (paper Fig. 4)", "",
-        "![experts per token by layer, expert load by task](img/results-routing.png)", ""]
+        f"![experts per token by layer, expert load by task](img/{stem}-routing.png)", ""]
     return "\n".join(lines)
 
 

@@ -195,7 +195,8 @@ def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | No
         ids = [e["id"] for e in entries if e["task"] == task]
         audio = sum(generated[i]["seconds"] for i in ids)
         speed[task] = sum(generated[i]["elapsed"] for i in ids) / max(audio, 1e-9)
-    report = {"model": str(model_dir), "corpus": str(corpus), "split": split, "seed": seed,
+    report = {"model": str(model_dir), "corpus": str(corpus), "split": split, "seed": seed, "per_task": per_task,
+              "groups": list(groups) if groups else None,
               **score_speech(entries, generated, corpus, progress),
               "music": score_music(entries, generated, corpus), "real_time_factor": speed,
               "empty_outputs": sum(g["empty"] for g in generated.values())}
