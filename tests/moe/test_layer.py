@@ -59,11 +59,12 @@ def naive_paper(layer, x):
     return torch.stack(outs)
 
 
+@pytest.mark.parametrize("tokens", [40, 3], ids=["sorted-dispatch", "decode-all-experts"])
 @pytest.mark.parametrize("routing", [dict(), dict(routing="top_k", top_k=2)])
-def test_forward_and_gradients_match_naive(routing):
+def test_forward_and_gradients_match_naive(routing, tokens):
     torch.manual_seed(0)
     layer = DCMoE(tiny(**routing))
-    x = torch.randn(40, 32, requires_grad=True)
+    x = torch.randn(tokens, 32, requires_grad=True)
     out = layer(x).hidden_states
     x2 = x.detach().clone().requires_grad_(True)
     ref = naive_paper(layer, x2)

@@ -2,15 +2,23 @@
 
 One sort of the selected pairs, one host sync for the per-expert counts, a loop over the E
 experts (not over tokens or k-groups) that skips experts with no tokens, and one scatter-add
-of all pairs back to their tokens. No [tokens × experts × hidden] intermediate is ever built.
+of all pairs back to their tokens. No [tokens × experts × hidden] intermediate is built,
+except for decode-sized batches of small experts on CPU: there every expert runs on every token
+in three batched matmuls and unselected outputs get weight 0, because reading a few idle small
+experts costs less than the sort, the host sync and one kernel per expert. Large experts (the
+paper's) stay on the sorted path, where idle experts are never read.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from unimoe_audio.moe.experts import RoutedExperts, swiglu
 
+# Limits of the all-experts path, measured on a 2-core CPU (benchmarks/moe_layer.py decode rows,
+# benchmarks/generate.py): up to 16 tokens and experts of at most 2^18 weights per matrix.
+DECODE_TOKENS, SMALL_EXPERT = 16, 1 << 18
 SMALL_SCATTER = 1 << 14  # elements; measured on CPU: index_put_ wins below, index_add_ above (benchmarks/moe_layer.py)
 
 
@@ -20,6 +28,8 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts
     x [N, D]; mask [N, E] bool selection and weights [N, E] (E = routed experts only).
     Returns [N, D].
     """
+    if x.device.type == "cpu" and x.shape[0] <= DECODE_TOKENS and experts.w_gate[0].numel() <= SMALL_EXPERT:
+        return all_experts(x, mask, weights, experts)
     # mask.T.nonzero() lists pairs ordered by expert, then token: each expert's tokens are contiguous.
     expert_idx, token_idx = mask.T.nonzero(as_tuple=True)
     counts = torch.bincount(expert_idx, minlength=experts.num_experts).tolist()
@@ -40,3 +50,11 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts
     if y.numel() <= SMALL_SCATTER:  # decode-sized: the serial kernel avoids a thread-pool round trip
         return out.index_put_((token_idx,), y, accumulate=True)
     return out.index_add_(0, token_idx, y)
+
+
+def all_experts(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts: RoutedExperts) -> torch.Tensor:
+    """The same sum as `dispatch`, computing every expert on every token ([E, N, D] intermediates)."""
+    xe = x.expand(experts.num_experts, -1, -1)  # [E, N, D]
+    h = F.silu(torch.bmm(xe, experts.w_gate.transpose(1, 2))) * torch.bmm(xe, experts.w_up.transpose(1, 2))
+    y = torch.bmm(h, experts.w_down.transpose(1, 2))  # [E, N, D]
+    return (y * (weights * mask).to(x.dtype).T[:, :, None]).sum(0)
