@@ -1,6 +1,7 @@
 """DCMoE layer speed: sorted dispatch vs the released code's loop structure vs an equal-width dense FFN.
 
-Prints tokens/s and ratios, all measured in this run. `--quick` for a short run.
+Prints tokens/s, ratios and the peak resident memory one call adds, all measured in this run.
+`--quick` for a short run.
 Regimes: training batches (forward + backward) and decode batches (forward only, 2–16 tokens),
 where small experts take the all-experts path and the paper's large ones the sorted path.
 """
@@ -8,8 +9,11 @@ where small experts take the all-experts path and the paper's large ones the sor
 from __future__ import annotations
 
 import argparse
+import gc
+import re
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +54,19 @@ def timeit(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _status_mib(field: str) -> float:
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def peak_mib(fn) -> float:
+    """Resident memory one call adds at its peak (Linux: reset the high-water mark, run, read it)."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_mib("VmRSS")
+    fn()
+    return _status_mib("VmHWM") - before
+
+
 def bench(name: str, config: DCMoEConfig, tokens: int, repeats: int, train: bool) -> None:
     torch.manual_seed(0)
     layer = DCMoE(config).train(train)
@@ -63,12 +80,12 @@ def bench(name: str, config: DCMoEConfig, tokens: int, repeats: int, train: bool
             return lambda: f().sum().backward()
         return lambda: torch.no_grad()(f)()
 
-    t_moe = timeit(run(lambda: layer(x).hidden_states), repeats)
-    t_dense = timeit(run(lambda: dense(x)), repeats)
-    t_loop = timeit(run(lambda: loop_reference(layer, x)), repeats)
+    fns = [run(lambda: layer(x).hidden_states), run(lambda: loop_reference(layer, x)), run(lambda: dense(x))]
+    t_moe, t_loop, t_dense = (timeit(f, repeats) for f in fns)
+    memory = " / ".join(f"{peak_mib(f):.1f}" for f in fns)
     mode = "fwd+bwd" if train else "fwd"
     print(f"| {name} | {mode} | {tokens} | {mean_experts:.2f} | {tokens / t_moe:,.0f} | {tokens / t_loop:,.0f} | "
-          f"{tokens / t_dense:,.0f} | {t_loop / t_moe:.2f}x | {t_moe / t_dense:.2f}x |")
+          f"{tokens / t_dense:,.0f} | {t_loop / t_moe:.2f}x | {t_moe / t_dense:.2f}x | {memory} |")
 
 
 def main() -> None:
@@ -80,8 +97,9 @@ def main() -> None:
     paper = DCMoEConfig(router_jitter=0.0)
     reps = 2 if args.quick else 5
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
-    print("| config | pass | tokens | experts/token | DCMoE tok/s | loop tok/s | equal-width dense tok/s | DCMoE vs loop | DCMoE time / dense time |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| config | pass | tokens | experts/token | DCMoE tok/s | loop tok/s | equal-width dense tok/s | DCMoE vs loop | "
+          "DCMoE time / dense time | peak MiB DCMoE / loop / dense |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     bench("tiny d=256", tiny, 8192, reps, train=True)
     bench("paper d=2048", paper, 512 if args.quick else 1024, reps, train=True)
     for tokens in (2, 16):  # small experts take the all-experts path at these sizes, the paper's the sorted one
