@@ -78,9 +78,10 @@ class WhisperJudge:
         return WhisperModel(str(whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=self.threads)
 
     def transcribe(self, wave, sample_rate: int, language: str = "en") -> str:
-        # Clips are single sentences; the token cap stops hallucination loops on babble early.
+        # Clips are single sentences; the token cap stops hallucination loops on babble early, and
+        # one greedy pass (no temperature fallback) keeps the judge deterministic and fast on babble.
         segments, _ = self.model.transcribe(_mono16k(wave, sample_rate), language=language, beam_size=1,
-                                            vad_filter=False, condition_on_previous_text=False,
+                                            temperature=0.0, vad_filter=False, condition_on_previous_text=False,
                                             without_timestamps=True, max_new_tokens=96)
         text = " ".join(s.text.strip() for s in segments).strip()
         if language == "zh":
