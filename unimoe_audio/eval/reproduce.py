@@ -80,13 +80,13 @@ def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
              f"`{recipe.corpus.size}`; at most {per_task} test items per task and group). Lower is better for losses, "
              "WER/CER and Fréchet distance; higher for similarity and accuracies. Ground-truth scores of the same judges "
              "are in the last row.", "",
-             "| system | val loss en | val loss zh | val loss music | en WER | zh CER | clone sim. | music FD | tempo acc. | key acc. |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | optimizer steps | val loss en | val loss zh | val loss music | en WER | zh CER | clone sim. | music FD | tempo acc. | key acc. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     truth = None
     for name, (loss, r) in rows.items():
         en, zh, clone, music = r.get("speech-en", {}), r.get("speech-zh", {}), r.get("clone", {}), r.get("music") or {}
         gen = music.get("generated", {})
-        lines.append(f"| {SYSTEMS[name]} | {_f(loss.get('speech-en'), 2)} | {_f(loss.get('speech-zh'), 2)} | "
+        lines.append(f"| {SYSTEMS[name]} | {steps(recipe, name)} | {_f(loss.get('speech-en'), 2)} | {_f(loss.get('speech-zh'), 2)} | "
                      f"{_f(loss.get('music'), 2)} | {_f(en.get('wer_whisper'))} | {_f(zh.get('cer_whisper'))} | "
                      f"{_f(clone.get('similarity'))} | {_f(music.get('frechet'), 1)} | {_f(gen.get('tempo_accuracy'), 2)} | "
                      f"{_f(gen.get('key_accuracy'), 2)} |")
@@ -94,11 +94,13 @@ def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
             truth = (en, zh, clone, music)
     if truth:
         en, zh, clone, music = truth
-        lines.append(f"| ground truth | | | | {_f(en['wer_whisper_ground_truth'])} | {_f(zh['cer_whisper_ground_truth'])} | "
+        lines.append(f"| ground truth | | | | | {_f(en['wer_whisper_ground_truth'])} | {_f(zh['cer_whisper_ground_truth'])} | "
                      f"{_f(clone['similarity_ceiling'])} (floor {_f(clone['similarity_floor'])}) | "
                      f"{_f(music.get('frechet_reference_halves'), 1)} (ref. halves) | "
                      f"{_f(music['ground_truth']['tempo_accuracy'], 2)} | {_f(music['ground_truth']['key_accuracy'], 2)} |")
     lines += ["", "## Did the claim hold here?", ""] + verdict(rows) + [
+        "- Budgets: the curriculum's MoE trains jointly for only the joint stage's steps after dense specialists that "
+        "each saw one task group; the baselines train on the whole mix for all their steps (steps column)."] + [
         "", "## Loss across the warm-up → joint hand-over (paper Fig. 3)", "",
         f"![validation loss per task across warm-up and joint training](img/{stem}-curriculum-loss.png)", "",
         "## Routing of the curriculum model (paper Fig. 4)", "",
@@ -106,13 +108,26 @@ def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
     return "\n".join(lines)
 
 
+def steps(recipe, name: str) -> str:
+    """Optimizer steps behind a system (a specialist's steps are per task group)."""
+    stages = recipe.stages
+    if name == "specialists":
+        return f"{stages['specialists'].steps} each"
+    if name == "joint":
+        parts = [3 * stages["specialists"].steps, stages["warmup"].steps, stages["joint"].steps]
+        return f"{sum(parts)} ({' + '.join(map(str, parts))})"
+    return str(recipe.baselines[name.split("/")[1]].steps)
+
+
 def verdict(rows: dict) -> list[str]:
-    """Compare the curriculum with naive joint training and with the specialists, task by task (validation loss)."""
+    """Compare the curriculum with every other system, task by task (validation loss)."""
     if "joint" not in rows:
         return ["The curriculum model was not trained, so there is nothing to compare."]
     out = []
     curriculum = rows["joint"][0]
-    for other, label in (("baselines/naive-joint", "naive joint training"), ("specialists", "the specialists")):
+    for other, label in (("baselines/naive-joint", "naive joint training"), ("specialists", "the specialists"),
+                         ("baselines/dense-balanced", "the MoE-sized dense model"), ("baselines/top-k", "Top-K routing"),
+                         ("baselines/scratch", "the same DCMoE trained from scratch")):
         if other not in rows:
             continue
         theirs = rows[other][0]
