@@ -37,6 +37,10 @@ def corpus(tmp_path_factory):
 def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
     out, report = corpus
     assert report["speakers"]["en"] >= 20 and report["speakers"]["zh"] >= 8
+    judged = report["ground_truth_judges"]  # the judges' ceiling on the test recordings, in the report
+    assert (judged["en"]["items"], judged["zh"]["items"]) == (5, 3)  # all 3 Mandarin test recordings
+    assert judged["en"]["wer_whisper"] < 0.7  # flite's English is mostly understood (about 0.35 here)
+    assert 0 <= judged["zh"]["cer_whisper"] <= 1.5 and "| zh (CER) | 3 |" in (out / "report.md").read_text()
     for split in ("train", "validation", "test"):
         entries = read_manifest(out / f"{split}.jsonl")
         assert {e["task"] for e in entries} == {"tts", "clone", "t2m"}, split

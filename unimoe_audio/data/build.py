@@ -1,6 +1,7 @@
 """`data build`: plan a seeded corpus, render it in parallel (resumable), write manifests and a report.
 
-Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md.
+Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md
+(counts, hours, skipped items with reasons, the judges' scores on the test recordings).
 Manifest fields: id, task (tts | clone | t2m), group (speech-en | speech-zh | music), language
 (en | zh | null), text, caption, speaker, audio, duration; clone items add prompt_audio,
 prompt_text; music items add bpm, key, metre, instruments, source, piece.
@@ -22,6 +23,7 @@ from unimoe_audio.data.music import SOURCES, list_pieces, render_music
 from unimoe_audio.data.text import english_sentences, mandarin_phrases
 from unimoe_audio.data.voices import check_tools, speakers, synthesize
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.eval.ceiling import judge_corpus
 from unimoe_audio.io import atomic_path, write_json
 
 SPLITS = ("train", "validation", "test")
@@ -35,12 +37,13 @@ class CorpusSize:
     clone_fraction: float  # clone pairs per speech item
     music: int
     held_out: float  # fraction of each group in validation and in test (at least 2 items each)
+    judged: int  # test recordings per language the judges score for the report (the ceiling)
 
 
 SIZES = {
-    "tiny": CorpusSize(speech_en=40, speech_zh=20, clone_fraction=0.25, music=14, held_out=0.15),
-    "small": CorpusSize(speech_en=1500, speech_zh=750, clone_fraction=0.2, music=360, held_out=0.05),
-    "full": CorpusSize(speech_en=11000, speech_zh=6000, clone_fraction=0.2, music=3000, held_out=0.03),
+    "tiny": CorpusSize(speech_en=40, speech_zh=20, clone_fraction=0.25, music=14, held_out=0.15, judged=5),
+    "small": CorpusSize(speech_en=1500, speech_zh=750, clone_fraction=0.2, music=360, held_out=0.05, judged=40),
+    "full": CorpusSize(speech_en=11000, speech_zh=6000, clone_fraction=0.2, music=3000, held_out=0.03, judged=100),
 }
 
 
@@ -132,6 +135,8 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
             tmp.write_text("".join(json.dumps({k: v for k, v in e.items() if k != "split"}, ensure_ascii=False) + "\n"
                                    for e in entries if e["split"] == split), encoding="utf-8")
     report = make_report(entries, skipped, size, seed)
+    test = [e for e in entries if e["split"] == "test"]
+    report["ground_truth_judges"] = judge_corpus(out, test, SIZES[size].judged, progress)
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(report_markdown(report), encoding="utf-8")
@@ -181,6 +186,13 @@ def report_markdown(report: dict) -> str:
              "| split | task | language | items |", "|---|---|---|---|"]
     lines += [f"| {c['split']} | {c['task']} | {c['language']} | {c['items']} |" for c in report["counts"]]
     lines += ["", "| group | hours |", "|---|---|"] + [f"| {g} | {h:.3f} |" for g, h in report["hours"].items()]
+    judged = report["ground_truth_judges"]
+    lines += ["", "What the offline judges make of the test recordings themselves: the ceiling for every generated score.", "",
+              "| language | items | Whisper-base | pocketsphinx |", "|---|---|---|---|"]
+    if "en" in judged:
+        lines.append(f"| en (WER) | {judged['en']['items']} | {judged['en']['wer_whisper']:.3f} | {judged['en']['wer_sphinx']:.3f} |")
+    if "zh" in judged:
+        lines.append(f"| zh (CER) | {judged['zh']['items']} | {judged['zh']['cer_whisper']:.3f} | – |")
     lines += ["", f"Skipped {len(report['skipped'])} items:"] + [f"- {s['id']}: {s['reason']}" for s in report["skipped"]]
     return "\n".join(lines) + "\n"
 

@@ -23,12 +23,11 @@ from unimoe_audio.codec import load_audio, save_audio
 from unimoe_audio.data import read_manifest
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval import music as mm
+from unimoe_audio.eval.ceiling import RATE, GroundTruthCache
 from unimoe_audio.eval.judges import SpeakerJudge, SphinxJudge, WhisperJudge
 from unimoe_audio.eval.text import char_error_rate, word_error_rate
 from unimoe_audio.io import atomic_path, write_json
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
-
-RATE = 16_000
 
 
 def corpus_of(model_dir: Path) -> Path:
@@ -79,22 +78,6 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
         results[e["id"]] = {"path": path, "seconds": len(wave) / api.sample_rate, "elapsed": elapsed,
                             "empty": len(wave) < shortest}
     return results
-
-
-class GroundTruthCache:
-    """Judge outputs on the corpus's own recordings, kept in <corpus>/judge-cache.json across runs."""
-
-    def __init__(self, corpus: Path):
-        self.path = corpus / "judge-cache.json"
-        self.values = json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def get(self, key: str, compute):
-        if key not in self.values:
-            self.values[key] = compute()
-        return self.values[key]
-
-    def save(self) -> None:
-        write_json(self.path, self.values)
 
 
 def score_speech(entries, generated, corpus: Path, progress: bool) -> dict:
