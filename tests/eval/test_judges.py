@@ -24,6 +24,7 @@ def test_error_rates_known_answers():
     assert word_error_rate(["Hello, world!"], ["hello world"]) == 0.0
     assert word_error_rate(["a b c d"], ["a x c"]) == pytest.approx(0.5)
     assert char_error_rate(["今天天气很好"], ["今天天汽很好"]) == pytest.approx(1 / 6)
+    assert char_error_rate(["何草不黃"], ["何草不黄"]) == 0.0  # Traditional and Simplified forms are the same characters
     assert normalize_text("Don't  STOP.") == "don't stop"
 
 

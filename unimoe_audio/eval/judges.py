@@ -83,12 +83,7 @@ class WhisperJudge:
         segments, _ = self.model.transcribe(_mono16k(wave, sample_rate), language=language, beam_size=1,
                                             temperature=0.0, vad_filter=False, condition_on_previous_text=False,
                                             without_timestamps=True, max_new_tokens=96)
-        text = " ".join(s.text.strip() for s in segments).strip()
-        if language == "zh":
-            import zhconv
-
-            text = zhconv.convert(text, "zh-cn")  # Whisper often answers in Traditional characters
-        return text
+        return " ".join(s.text.strip() for s in segments).strip()
 
 
 class SphinxJudge:

@@ -43,5 +43,9 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
 
 
 def char_error_rate(refs: list[str], hyps: list[str]) -> float:
-    """Corpus-level CER over non-space characters (for Mandarin)."""
-    return _error_rate(refs, hyps, lambda s: [c for c in s if not c.isspace()])
+    """Corpus-level CER over non-space characters (for Mandarin), compared in Simplified characters:
+    Whisper often answers in Traditional ones, and some corpus texts (old poems) are Traditional."""
+    import zhconv
+
+    simplified = [[zhconv.convert(t, "zh-cn") for t in texts] for texts in (refs, hyps)]
+    return _error_rate(*simplified, lambda s: [c for c in s if not c.isspace()])
