@@ -19,7 +19,7 @@ from unimoe_audio.moe.experts import RoutedExperts, swiglu
 # Limits of the all-experts path, measured on a 2-core CPU (benchmarks/moe_layer.py decode rows,
 # benchmarks/generate.py): up to 16 tokens and experts of at most 2^18 weights per matrix.
 DECODE_TOKENS, SMALL_EXPERT = 16, 1 << 18
-SMALL_SCATTER = 1 << 14  # elements; measured on CPU: index_put_ wins below, index_add_ above (benchmarks/moe_layer.py)
+SMALL_SCATTER = 1 << 14  # elements; measured on a 2-core CPU: serial index_put_ wins below, index_add_ above
 
 
 def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts: RoutedExperts) -> torch.Tensor:
