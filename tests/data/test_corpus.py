@@ -13,16 +13,17 @@ from unimoe_audio.errors import UniMoEError
 
 
 def test_english_normalisation_spells_out_numbers_and_abbreviations():
-    assert normalize_english("Dr. Smith paid $45 & left at 3.") == "doctor Smith paid forty five dollars and left at three."
+    assert normalize_english("Dr. Smith paid $45 & left at 3.") == "Doctor Smith paid forty five dollars and left at three."
     assert number_to_words(1999) == "one thousand nine hundred ninety nine"
     assert normalize_english("Too short") is None
     assert normalize_english("see http://x.org/~a for more details please") is None
 
 
 def test_sentence_sources_are_large_and_clean():
-    en, zh = english_sentences(), mandarin_phrases()
-    assert len(en) > 5000 and len(zh) > 5000
-    assert all(3 <= len(s.split()) <= 20 for s in en[:500])
+    en, wordnet, zh = english_sentences(), english_sentences("wordnet"), mandarin_phrases()
+    assert len(en) > 5000 and len(wordnet) > 20000 and len(zh) > 5000
+    assert all(3 <= len(s.split()) <= 20 and s[0].isupper() for s in en[:500] + wordnet[:500])
+    assert not any("PRINCETON" in s for s in wordnet)  # the licence header is not an example sentence
     assert all("\x1b" not in p and 4 <= len(p) <= 16 for p in zh[:500])
     assert pinyin_tones("你好") == "ni3 hao3"
 
@@ -53,6 +54,8 @@ def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
     assert len(speech) > 2 * len(music)  # the paper's imbalance
     clone = [e for e in train if e["task"] == "clone"]
     assert all(e["prompt_audio"] != e["audio"] for e in clone)
+    assert {e["source"] for e in speech} == {"fortunes", "wordnet", "fortunes-zh"} and all(e["licence"] for e in train)
+    assert len({e["source"] for e in music}) >= 4  # compositions interleaved across music21's collections
     test_texts = {e["text"] for e in read_manifest(out / "test.jsonl") if e["task"] == "tts"}
     assert not test_texts & {e["text"] for e in speech}
 
@@ -61,9 +64,24 @@ def test_rebuild_is_deterministic_and_skips_finished_items(corpus):
     out, _ = corpus
     before = (out / "train.jsonl").read_text()
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "audio").glob("*.wav")}
+    meta = out / "audio" / "en-00000.json"  # pretend this file was made from another sentence
+    meta.write_text(meta.read_text().replace('"made_from": "', '"made_from": "x'))
     build(out, "tiny", seed=0, workers=2, progress=False)
     assert (out / "train.jsonl").read_text() == before
-    assert {p.name: p.stat().st_mtime_ns for p in (out / "audio").glob("*.wav")} == stamp
+    stamp.pop("en-00000.wav")
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "audio").glob("*.wav")}
+    assert after.pop("en-00000.wav") and after == stamp  # only the stale file was made again
+
+
+def test_extra_voices_name_the_missing_packages(monkeypatch):
+    from unimoe_audio.data import voices
+
+    real_which = voices.shutil.which
+    monkeypatch.setattr(voices.shutil, "which", lambda tool: None if tool in ("RHVoice-test", "pico2wave") else real_which(tool))
+    monkeypatch.setattr(voices, "MBROLA_DIR", voices.Path("/nonexistent"))
+    with pytest.raises(UniMoEError, match="libttspico-utils mbrola-en1 .*rhvoice-english"):
+        voices.check_tools(extra=True)
+    assert len(voices.speakers("en", extra=True)) == len(voices.speakers("en")) + 3 * len(voices.EXTRA_VOICES)
 
 
 def test_encode_dataset_and_sampler(corpus, tmp_path):

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     b.add_argument("--size", choices=sorted(SIZES), default="tiny")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    b.add_argument("--extra-voices", action="store_true",
+                   help="add the RHVoice, MBROLA and Pico English voices (Debian contrib/non-free; see the README)")
     b.set_defaults(func=run_build)
     e = sub.add_parser("encode", help="encode every split with a codec into <corpus>/tokens/")
     e.add_argument("--corpus", type=Path, required=True)
@@ -25,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def run_build(args) -> int:
-    report = build(args.out, args.size, args.seed, args.workers)
+    report = build(args.out, args.size, args.seed, args.workers, extra_voices=args.extra_voices)
     print(f"{report['items']} items, hours {report['hours']}, speakers {report['speakers']}, "
           f"{len(report['skipped'])} skipped; report: {args.out / 'report.md'}")
     return 0

@@ -3,8 +3,8 @@
 Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md
 (counts, hours, skipped items with reasons, the judges' scores on the test recordings).
 Manifest fields: id, task (tts | clone | t2m), group (speech-en | speech-zh | music), language
-(en | zh | null), text, caption, speaker, audio, duration; clone items add prompt_audio,
-prompt_text; music items add bpm, key, metre, instruments, source, piece.
+(en | zh | null), text, caption, speaker, audio, duration, source, licence; clone items add
+prompt_audio, prompt_text; music items add bpm, key, metre, instruments, piece.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from unimoe_audio.data.music import SOURCES, list_pieces, render_music
-from unimoe_audio.data.text import english_sentences, mandarin_phrases
+from unimoe_audio.data.music import MUSIC_LICENCE, SOURCES, list_pieces, render_music
+from unimoe_audio.data.text import TEXT_LICENCES, sentences
 from unimoe_audio.data.voices import check_tools, speakers, synthesize
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.ceiling import judge_corpus
@@ -28,6 +28,7 @@ from unimoe_audio.io import atomic_path, write_json
 
 SPLITS = ("train", "validation", "test")
 TASK_GROUPS = ("speech-en", "speech-zh", "music")
+WORDNET_SHARE = 1 / 3  # of the English sentences; the rest come from fortunes
 
 
 @dataclass(frozen=True)
@@ -52,39 +53,73 @@ def _split_of(i: int, n: int, held_out: float) -> str:
     return "test" if i < k else "validation" if i < 2 * k else "train"
 
 
-def plan(size: str, seed: int) -> list[dict]:
+def _sentences(rng: random.Random, count: int, sources: dict[str, float]) -> list[tuple[str, str]]:
+    """`count` distinct (text, source) pairs, each source giving its share, in a shuffled order."""
+    chosen, seen = [], set()
+    for k, (source, share) in enumerate(sources.items()):
+        pool = [t for t in sentences(source) if t.lower() not in seen]
+        n = count - len(chosen) if k == len(sources) - 1 else round(count * share)
+        if len(pool) < n:
+            raise UniMoEError(f"only {len(pool)} sentences in {source}, {n} needed")
+        picked = rng.sample(pool, n)
+        seen.update(t.lower() for t in picked)
+        chosen += [(t, source) for t in picked]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _round_robin(rng: random.Random) -> list[tuple]:
+    """Compositions of every source, shuffled within a source and interleaved across sources, so
+    the large folk collections do not crowd out the few quartet movements."""
+    queues = []
+    for src in SOURCES:
+        pieces = list_pieces(src)
+        rng.shuffle(pieces)
+        queues.append([(src, path, num) for path, num in pieces])
+    return [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+
+
+def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
     """The deterministic list of items to render (no audio yet)."""
     if size not in SIZES:
         raise UniMoEError(f"unknown corpus size {size!r}; choose one of {sorted(SIZES)}")
     s = SIZES[size]
     rng = random.Random(seed)
     items: list[dict] = []
-    for language, count, sentences in (("en", s.speech_en, english_sentences()), ("zh", s.speech_zh, mandarin_phrases())):
-        voices = speakers(language)
-        if len(sentences) < count:
-            raise UniMoEError(f"only {len(sentences)} {language} sentences available, {count} needed")
-        chosen = rng.sample(sentences, count)
-        for i, text in enumerate(chosen):
+    text_sources = {"en": {"fortunes": 1 - WORDNET_SHARE, "wordnet": WORDNET_SHARE}, "zh": {"fortunes-zh": 1.0}}
+    for language, count in (("en", s.speech_en), ("zh", s.speech_zh)):
+        voices = speakers(language, extra_voices)
+        for i, (text, source) in enumerate(_sentences(rng, count, text_sources[language])):
             speaker = voices[i % len(voices)]
             items.append({"id": f"{language}-{i:05d}", "task": "tts", "group": f"speech-{language}", "language": language,
-                          "text": text, "caption": None, "speaker": speaker.id, "split": _split_of(i, count, s.held_out),
+                          "text": text, "caption": None, "speaker": speaker.id, "source": source,
+                          "licence": TEXT_LICENCES[source], "split": _split_of(i, count, s.held_out),
                           "render": {"kind": "speech", "speaker": speaker}})
-    pieces = [(src, path, num) for src in SOURCES for path, num in list_pieces(src)]
-    rng.shuffle(pieces)
     # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
-    for i, (src, path, num) in enumerate(pieces[: s.music * 2]):
+    for i, (src, path, num) in enumerate(_round_robin(rng)[: s.music * 2]):
         items.append({"id": f"music-{i:05d}", "task": "t2m", "group": "music", "language": None, "text": None,
-                      "speaker": None, "split": _split_of(i, s.music, s.held_out),
+                      "speaker": None, "licence": MUSIC_LICENCE, "split": _split_of(i, s.music, s.held_out),
                       "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i}})
     return items
+
+
+def _signature(item: dict) -> str:
+    """What an item's audio was made from: a rebuild re-renders the file when this changes."""
+    spec = item["render"]
+    if spec["kind"] == "speech":
+        return f"{spec['speaker'].id}|{item['text']}"
+    return f"{Path(spec['path']).name}#{spec['number']}|{spec['seed']}"
 
 
 def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
     """Worker: render one item unless its wav exists. Returns (id, extra fields, error)."""
     out = Path(audio_dir) / f"{item['id']}.wav"
     meta_path = out.with_suffix(".json")
+    signature = _signature(item)
     if out.is_file() and meta_path.is_file():
-        return item["id"], json.loads(meta_path.read_text()), None
+        extra = json.loads(meta_path.read_text())
+        if extra.pop("made_from", None) == signature:
+            return item["id"], extra, None
     spec = item["render"]
     try:
         with atomic_path(out) as tmp:
@@ -94,16 +129,18 @@ def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
             else:
                 extra = render_music(spec["source"], spec["path"], spec["number"], spec["seed"], tmp)
             extra["duration"] = round(sf.info(str(tmp)).duration, 3)
-        write_json(meta_path, extra)
+        write_json(meta_path, {**extra, "made_from": signature})
         return item["id"], extra, None
     except RuntimeError as err:
         return item["id"], None, str(err)
 
 
-def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
-    """Build (or finish building) the corpus at `out`; returns the report."""
-    check_tools()
-    items = plan(size, seed)
+def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progress: bool = True,
+          extra_voices: bool = False) -> dict:
+    """Build (or finish building) the corpus at `out`; returns the report. `extra_voices` adds the
+    contrib/non-free English voices (RHVoice, MBROLA, Pico), which must be installed."""
+    check_tools(extra_voices)
+    items = plan(size, seed, extra_voices)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, tuple[dict | None, str | None]] = {}

@@ -11,8 +11,10 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 
 FLUID_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 RENDER_TIMEOUT_S = 20  # a normal piece renders in about a second
+RELEASE_SECONDS = 3.0  # rendered past the score's last note, for the instruments' release
 
 
 @dataclass(frozen=True)
@@ -27,11 +30,11 @@ class Source:
     """A family of compositions: how to find them and how to describe them."""
 
     name: str
-    pattern: str  # glob under music21's corpus folder
+    pattern: str  # glob under music21's corpus folder (** reaches into subfolders)
     composer: str
     era: str
     genre: str
-    per_file: int  # tunes per file (ABC collections hold many; parse with number=)
+    collection: bool  # ABC files holding many tunes, each parsed alone with number= (whole files are slow)
     instruments: tuple[tuple[int, str], ...]  # GM program (0-based), name
 
 
@@ -41,11 +44,19 @@ ENSEMBLE = ((0, "piano"), (19, "church organ"), (48, "string ensemble"), (40, "v
 MELODY = ((73, "flute"), (40, "violin"), (22, "harmonica"), (71, "clarinet"), (0, "piano"), (109, "bagpipe"),
           (104, "sitar"), (77, "shakuhachi"), (75, "pan flute"), (11, "vibraphone"), (105, "banjo"), (68, "oboe"))
 SOURCES = (
-    Source("bach", "bach/bwv*.mxl", "Johann Sebastian Bach", "Baroque", "chorale", 1, ENSEMBLE),
-    Source("palestrina", "palestrina/*.krn", "Giovanni Pierluigi da Palestrina", "Renaissance", "sacred polyphony", 1, ENSEMBLE),
-    Source("han", "essenFolksong/han*.abc", "traditional", "Chinese", "Han folk song", 50, MELODY),
-    Source("irish", "ryansMammoth/*.abc", "traditional", "Irish and Scottish", "fiddle tune", 1, MELODY),
+    Source("bach", "bach/bwv*.mxl", "Johann Sebastian Bach", "Baroque", "chorale", False, ENSEMBLE),
+    Source("palestrina", "palestrina/*.krn", "Giovanni Pierluigi da Palestrina", "Renaissance", "sacred polyphony", False,
+           ENSEMBLE),
+    Source("beethoven", "beethoven/**/*.mxl", "Ludwig van Beethoven", "Classical", "string quartet movement", False,
+           ENSEMBLE),
+    Source("mozart", "mozart/**/*.mxl", "Wolfgang Amadeus Mozart", "Classical", "chamber music movement", False, ENSEMBLE),
+    Source("han", "essenFolksong/han*.abc", "traditional", "Chinese", "Han folk song", True, MELODY),
+    Source("irish", "ryansMammoth/*.abc", "traditional", "Irish and Scottish", "fiddle tune", False, MELODY),
+    Source("oneills", "oneills1850/*.abc", "traditional", "Irish", "dance tune from O'Neill's collection", True, MELODY),
+    Source("aird", "airdsAirs/*.abc", "traditional", "Scottish", "air from Aird's collection", True, MELODY),
 )
+MUSIC_LICENCE = "music21 corpus encoding (terms: music21/corpus/license.txt); composition in the public domain"
+MAX_MEASURES = 32  # longer scores are cut to a random window first, so that rendering stays fast
 TEMPLATES = (
     "A {genre} by {composer} ({era}), played on {instruments} at {bpm} BPM in {key}, {metre} time, {texture}.",
     "{Texture} {era} {genre} in {key} for {instruments}; {metre} metre, around {bpm} beats per minute.",
@@ -62,10 +73,42 @@ def corpus_root() -> Path:
 
 def list_pieces(source: Source) -> list[tuple[str, int | None]]:
     """(path, tune number or None) for every composition of a source, in a stable order."""
-    files = sorted(glob.glob(str(corpus_root() / source.pattern)))
-    if source.per_file == 1:
+    files = sorted(glob.glob(str(corpus_root() / source.pattern), recursive=True))
+    if not source.collection:
         return [(f, None) for f in files]
-    return [(f, n) for f in files for n in range(1, source.per_file + 1)]
+    tunes = []
+    for f in files:
+        numbers = re.findall(r"^X:\s*(\d+)", Path(f).read_text(encoding="latin-1"), flags=re.M)
+        tunes += [(f, n) for n in dict.fromkeys(int(x) for x in numbers)]
+    return tunes
+
+
+def _fluidsynth(midi: Path, raw: Path, sample_rate: int, seconds: float, name: str) -> np.ndarray:
+    """Render `midi` to mono float32 samples, stopping after `seconds`: some scores leave a note on
+    that FluidSynth would otherwise render for ever."""
+    wanted = int(seconds * sample_rate) * 4  # raw output: 16-bit stereo frames
+    log = raw.with_suffix(".log")
+    with log.open("wb") as err:
+        proc = subprocess.Popen(["fluidsynth", "-ni", "-g", "0.7", "-T", "raw", "-O", "s16", "-F", str(raw),
+                                 "-r", str(sample_rate), str(FLUID_SOUNDFONT), str(midi)],
+                                stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + RENDER_TIMEOUT_S
+    while proc.poll() is None and not (raw.is_file() and raw.stat().st_size >= wanted):
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"fluidsynth did not render {name} within {RENDER_TIMEOUT_S} s")
+        time.sleep(0.02)
+    if proc.poll() is None:
+        proc.kill()
+    elif proc.returncode != 0:
+        raise RuntimeError(f"fluidsynth failed on {name}: {log.read_text(errors='ignore')[-200:]}")
+    proc.wait()
+    if not raw.is_file():
+        raise RuntimeError(f"fluidsynth wrote nothing for {name}: {log.read_text(errors='ignore')[-200:]}")
+    frames = np.fromfile(raw, dtype="<i2")[: wanted // 2]
+    frames = frames[: len(frames) // 2 * 2].reshape(-1, 2)
+    return frames.astype(np.float32).mean(axis=1) / 32768
 
 
 def render_music(source: Source, path: str, number: int | None, seed: int, out: Path,
@@ -82,12 +125,26 @@ def render_music(source: Source, path: str, number: int | None, seed: int, out: 
         score = music21.converter.parse(path, number=number) if number else music21.converter.parse(path)
     except Exception as err:  # music21 raises many types for malformed scores
         raise RuntimeError(f"music21 cannot parse {Path(path).name} #{number}: {err}") from None
-    if score is None or not score.flatten().notes:
-        raise RuntimeError(f"{Path(path).name} #{number} has no notes")
+    measures = len(score.parts[0].getElementsByClass(music21.stream.Measure)) if score is not None and score.parts else 0
+    if measures > MAX_MEASURES:
+        first = rng.randrange(1, measures - MAX_MEASURES + 2)
+        score = score.measures(first, first + MAX_MEASURES - 1)
+        for measure in score.recurse().getElementsByClass(music21.stream.Measure):  # a cut leaves repeats unpaired
+            for side in ("leftBarline", "rightBarline"):
+                if isinstance(getattr(measure, side), music21.bar.Repeat):
+                    setattr(measure, side, None)
+        for note in score.recurse().notes:  # and ties that never end (FluidSynth would render forever)
+            note.tie = None
+    if score is None or not score.flatten().pitches:
+        where = " in the excerpt" if measures > MAX_MEASURES else ""
+        raise RuntimeError(f"{Path(path).name} #{number} has no pitched notes{where}")
     semitones = rng.choice((-3, -2, 0, 0, 2, 3))
     if semitones:
         score = score.transpose(semitones)
-    key = score.analyze("key")
+    try:
+        key = score.analyze("key")
+    except music21.analysis.discrete.DiscreteAnalysisException as err:
+        raise RuntimeError(f"no key found for {Path(path).name} #{number}: {err}") from None
     bpm = rng.choice((60, 72, 84, 96, 108, 120, 132, 144))
     parts = list(score.parts) or [score]
     instruments = []
@@ -105,29 +162,22 @@ def render_music(source: Source, path: str, number: int | None, seed: int, out: 
     ts = score.recurse().getElementsByClass(music21.meter.TimeSignature).first()
     metre = ts.ratioString if ts else "4/4"
     with tempfile.TemporaryDirectory() as tmp:
-        midi, wav = Path(tmp) / "a.mid", Path(tmp) / "a.wav"
+        midi = Path(tmp) / "a.mid"
         try:
             score.write("midi", fp=str(midi))
         except Exception as err:  # e.g. badly formed repeats
             raise RuntimeError(f"music21 cannot write MIDI for {Path(path).name} #{number}: {err}") from None
-        try:  # a note that never ends makes fluidsynth render forever (gigabytes of wav): give up
-            result = subprocess.run(["fluidsynth", "-ni", "-g", "0.7", "-F", str(wav), "-r", str(sample_rate),
-                                     str(FLUID_SOUNDFONT), str(midi)], capture_output=True, timeout=RENDER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"fluidsynth did not finish {Path(path).name} #{number} within {RENDER_TIMEOUT_S} s") from None
-        if result.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"fluidsynth failed on {Path(path).name}: {result.stderr.decode(errors='ignore')[-200:]}")
-        audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
+        seconds = float(score.highestTime) * 60 / bpm + RELEASE_SECONDS
+        audio = _fluidsynth(midi, Path(tmp) / "a.raw", sample_rate, seconds, f"{Path(path).name} #{number}")
     voiced = np.flatnonzero(np.abs(audio) > 1e-3)
-    if len(voiced) == 0 or (voiced[-1] - voiced[0]) / rate < min_seconds:
+    if len(voiced) == 0 or (voiced[-1] - voiced[0]) / sample_rate < min_seconds:
         raise RuntimeError(f"{Path(path).name} #{number} renders shorter than {min_seconds} s")
     audio = audio[voiced[0]: voiced[-1] + 1]
-    length = min(len(audio), int(rng.uniform(min_seconds, max_seconds) * rate))
+    length = min(len(audio), int(rng.uniform(min_seconds, max_seconds) * sample_rate))
     start = rng.randrange(0, len(audio) - length + 1) if rng.random() < 0.5 else 0
     audio = audio[start: start + length]
     audio = 0.9 * audio / max(np.abs(audio).max(), 1e-6)
-    sf.write(str(out), audio, rate, subtype="PCM_16", format="WAV")
+    sf.write(str(out), audio, sample_rate, subtype="PCM_16", format="WAV")
 
     unique = list(dict.fromkeys(instruments))
     inst_text = unique[0] if len(unique) == 1 else ", ".join(unique[:-1]) + " and " + unique[-1]
@@ -139,4 +189,4 @@ def render_music(source: Source, path: str, number: int | None, seed: int, out: 
     caption = rng.choice(TEMPLATES).format(**fields)
     return {"caption": caption, "bpm": bpm, "key": key_text, "metre": metre, "instruments": unique,
             "parts": len(parts), "source": source.name, "piece": f"{Path(path).name}#{number or 1}",
-            "transpose": semitones, "duration": round(len(audio) / rate, 3)}
+            "transpose": semitones, "duration": round(len(audio) / sample_rate, 3)}

@@ -1,4 +1,5 @@
-"""Sentence sources for the speech corpus: Debian `fortunes` (English) and `fortunes-zh` (Mandarin).
+"""Sentence sources for the speech corpus: Debian `fortunes` and WordNet's example sentences
+(`wordnet-base`) for English, `fortunes-zh` for Mandarin.
 
 English text is normalised the way a TTS front-end needs it: numbers and common abbreviations
 spelled out, symbols removed, 3–20 words. Mandarin text has its ANSI colour codes stripped and
@@ -11,6 +12,7 @@ import re
 from pathlib import Path
 
 FORTUNES = Path("/usr/share/games/fortunes")
+WORDNET = Path("/usr/share/wordnet")
 ENGLISH_FILES = ("fortunes", "literature", "people", "wisdom", "science", "humorists", "work", "education",
                  "computers", "politics", "art", "food", "love", "miscellaneous", "platitudes", "riddles")
 CHINESE_FILES = ("chinese.u8", "tang300.u8", "song100.u8")
@@ -21,6 +23,12 @@ _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _ABBREVIATIONS = {"mr.": "mister", "mrs.": "missus", "dr.": "doctor", "st.": "saint", "vs.": "versus",
                   "etc.": "et cetera", "e.g.": "for example", "i.e.": "that is", "jr.": "junior", "no.": "number"}
 _SYMBOLS = {"&": " and ", "%": " percent ", "+": " plus ", "=": " equals ", "@": " at ", "$": " dollars "}
+# Where each text source comes from and under which terms (the manifests carry this note).
+TEXT_LICENCES = {
+    "fortunes": "Debian fortunes (BSD fortune(6) collection; see /usr/share/doc/fortunes/copyright)",
+    "wordnet": "WordNet 3.0 example sentences (WordNet 3.0 licence, Princeton University)",
+    "fortunes-zh": "Debian fortunes-zh (GPL-3.0+)",
+}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HAN = re.compile(r"[\u4e00-\u9fff]+")
 
@@ -63,6 +71,7 @@ def normalize_english(text: str) -> str | None:
     n_words = len(text.split())
     if not 3 <= n_words <= 20:
         return None
+    text = text[0].upper() + text[1:]
     return text if text[-1] in ".?!" else text + "."
 
 
@@ -70,9 +79,7 @@ def _split_sentences(block: str) -> list[str]:
     return [s.strip() for s in re.split(r"(?<=[.?!])\s+", " ".join(block.split())) if s.strip()]
 
 
-def english_sentences(root: Path = FORTUNES) -> list[str]:
-    """Unique normalised sentences from the English fortune files, in a stable order."""
-    seen, out = set(), []
+def _fortune_sentences(root: Path):
     for name in ENGLISH_FILES:
         path = root / name
         if not path.is_file():
@@ -80,11 +87,32 @@ def english_sentences(root: Path = FORTUNES) -> list[str]:
         for block in path.read_text(encoding="latin-1").split("\n%\n"):
             if re.search(r"^\s*--", block, flags=re.M):  # drop attributions
                 block = re.split(r"\n\s*--", block)[0]
-            for sentence in _split_sentences(block):
-                text = normalize_english(sentence)
-                if text and text.lower() not in seen:
-                    seen.add(text.lower())
-                    out.append(text)
+            yield from (s for s in _split_sentences(block) if not s[0].islower())  # drop broken-off fragments
+
+
+def _wordnet_sentences(root: Path):
+    """The quoted example sentences in WordNet's data files (after the `|` that starts a gloss)."""
+    for part in ("noun", "verb", "adj", "adv"):
+        path = root / f"data.{part}"
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="latin-1").splitlines():
+            if "|" in line and not line.startswith(" "):  # the licence header lines start with spaces
+                yield from re.findall(r'"([^"]+)"', line.split("|", 1)[1])
+
+
+def english_sentences(source: str = "fortunes", root: Path | None = None) -> list[str]:
+    """Unique normalised sentences of one English source ("fortunes" or "wordnet"), in a stable order."""
+    readers = {"fortunes": (_fortune_sentences, FORTUNES), "wordnet": (_wordnet_sentences, WORDNET)}
+    if source not in readers:
+        raise ValueError(f"unknown English text source {source!r}; choose one of {sorted(readers)}")
+    read, default_root = readers[source]
+    seen, out = set(), []
+    for sentence in read(root or default_root):
+        text = normalize_english(sentence)
+        if text and text.lower() not in seen:
+            seen.add(text.lower())
+            out.append(text)
     return out
 
 
@@ -101,6 +129,11 @@ def mandarin_phrases(root: Path = FORTUNES, min_chars: int = 4, max_chars: int =
                 seen.add(phrase)
                 out.append(phrase)
     return out
+
+
+def sentences(source: str) -> list[str]:
+    """The sentences of one text source named in TEXT_LICENCES."""
+    return mandarin_phrases() if source == "fortunes-zh" else english_sentences(source)
 
 
 def pinyin_tones(text: str) -> str:

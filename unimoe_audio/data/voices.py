@@ -4,6 +4,10 @@ Base voices (Debian main): flite's CMU ARCTIC voices, festival's diphone and HTS
 English; espeak-ng's cmn-latn-pinyin voice (fed tone-numbered pinyin) with voice variants for
 Mandarin. Each base voice is multiplied into several speakers by pitch (semitones) and tempo
 shifts with sox, so the corpus has >= 20 English and >= 8 Mandarin speakers.
+
+Extra English voices from Debian's contrib/non-free sections (RHVoice, MBROLA through espeak-ng,
+SVOX Pico) join only when asked for (`extra=True`), so a default build is the same on every
+machine; README "Extra voices" gives the steps to install them.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from unimoe_audio.errors import UniMoEError
 class BaseVoice:
     name: str
     language: str  # "en" | "zh"
-    engine: str  # "flite" | "festival" | "espeak"
+    engine: str  # "flite" | "festival" | "espeak" | "rhvoice" | "pico"
     voice: str
+    package: str = ""  # the Debian package that provides it (extra voices)
 
 
 @dataclass(frozen=True)
@@ -57,19 +62,40 @@ BASE_VOICES = (
     BaseVoice("cmnM3", "zh", "espeak", "cmn-latn-pinyin+m3"),
     BaseVoice("cmnF4", "zh", "espeak", "cmn-latn-pinyin+f4"),
 )
+EXTRA_VOICES = (
+    *(BaseVoice(f"rh{v.capitalize()}", "en", "rhvoice", v, "rhvoice-english") for v in ("alan", "bdl", "clb", "slt")),
+    *(BaseVoice(f"mb{v.capitalize()}", "en", "espeak", f"mb-{v}", f"mbrola-{v}") for v in ("us1", "us2", "us3", "en1")),
+    BaseVoice("picoUS", "en", "pico", "en-US", "libttspico-utils"),
+    BaseVoice("picoGB", "en", "pico", "en-GB", "libttspico-utils"),
+)
+MBROLA_DIR = Path("/usr/share/mbrola")
 # (pitch semitones, tempo) variants applied to every base voice.
 AUGMENTATIONS = ((0.0, 1.0), (-2.0, 0.95), (2.0, 1.05))
 REQUIRED_TOOLS = {"flite": "flite", "festival": "text2wave", "espeak": "espeak-ng", "sox": "sox"}
 
 
-def speakers(language: str) -> list[Speaker]:
-    return [Speaker(v, p, t) for v in BASE_VOICES if v.language == language for p, t in AUGMENTATIONS]
+def speakers(language: str, extra: bool = False) -> list[Speaker]:
+    voices = BASE_VOICES + (EXTRA_VOICES if extra else ())
+    return [Speaker(v, p, t) for v in voices if v.language == language for p, t in AUGMENTATIONS]
 
 
-def check_tools() -> None:
+def check_tools(extra: bool = False) -> None:
     missing = [tool for tool in REQUIRED_TOOLS.values() if shutil.which(tool) is None]
     if missing:
         raise UniMoEError(f"missing synthesis tools: {', '.join(missing)}; run scripts/install-system.sh (make install)")
+    if extra:
+        packages = sorted({v.package for v in EXTRA_VOICES if not _extra_voice_installed(v)})
+        if packages:
+            raise UniMoEError(f"extra voices need the Debian packages {' '.join(packages)} (contrib/non-free); "
+                              "see the README section 'Extra voices'")
+
+
+def _extra_voice_installed(voice: BaseVoice) -> bool:
+    if voice.engine == "rhvoice":
+        return shutil.which("RHVoice-test") is not None and Path(f"/usr/share/RHVoice/voices/{voice.voice}").is_dir()
+    if voice.engine == "pico":
+        return shutil.which("pico2wave") is not None
+    return (MBROLA_DIR / voice.voice[3:]).is_dir()  # espeak-ng's mb-<name> voice reads this database
 
 
 def _run(cmd: list[str], **kw) -> None:
@@ -87,8 +113,13 @@ def synthesize(speaker: Speaker, text: str, out: Path, sample_rate: int = 16_000
             _run(["flite", "-voice", base.voice, "-t", text, "-o", str(raw)])
         elif base.engine == "festival":
             _run(["text2wave", "-eval", f"({base.voice})", "-o", str(raw)], input=text.encode())
+        elif base.engine == "rhvoice":
+            _run(["RHVoice-test", "-p", base.voice, "-o", str(raw)], input=text.encode())
+        elif base.engine == "pico":
+            _run(["pico2wave", "-l", base.voice, "-w", str(raw), text])
         else:
-            _run(["espeak-ng", "-v", base.voice, "-s", "150", "-w", str(raw), pinyin_tones(text)])
+            _run(["espeak-ng", "-v", base.voice, "-s", "150", "-w", str(raw),
+                  pinyin_tones(text) if base.language == "zh" else text])
         effects = ["remix", "-", "rate", str(sample_rate)]
         if speaker.pitch:
             effects += ["pitch", str(int(speaker.pitch * 100))]
