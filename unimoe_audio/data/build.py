@@ -133,6 +133,8 @@ def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
         return item["id"], extra, None
     except RuntimeError as err:
         return item["id"], None, str(err)
+    except Exception as err:  # music21 raises many types on odd scores; one bad item never stops the build
+        return item["id"], None, f"{type(err).__name__}: {err}"
 
 
 def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progress: bool = True,
