@@ -4,11 +4,14 @@ Prints tokens/s, ratios and the peak resident memory one call adds, all measured
 `--quick` for a short run.
 Regimes: training batches (forward + backward) and decode batches (forward only, 2–16 tokens),
 where small experts take the all-experts path and the paper's large ones the sorted path.
+Decode rows also print the rate at which each implementation reads its weights, beside the rates
+at which a large fp32 matrix is read by a sum (the memory's ceiling) and by a 2-row linear layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import re
 import statistics
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from unimoe_audio.moe import DCMoE, DCMoEConfig, SwiGLU
+from unimoe_audio.moe.dispatch import DECODE_TOKENS, SMALL_EXPERT
 from unimoe_audio.moe.experts import swiglu
 from unimoe_audio.moe.routing import top_p_routing
 
@@ -59,12 +63,28 @@ def _status_mib(field: str) -> float:
 
 
 def peak_mib(fn) -> float:
-    """Resident memory one call adds at its peak (Linux: reset the high-water mark, run, read it)."""
+    """Resident memory one call adds at its peak (Linux: hand freed memory back to the system so an
+    earlier call's cache does not hide this one's, reset the high-water mark, run, read it)."""
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_mib("VmRSS")
     fn()
     return _status_mib("VmHWM") - before
+
+
+def read_gbs(repeats: int) -> tuple[float, float]:
+    """GB/s at which a 256 MiB fp32 matrix is read by a sum (the memory's ceiling) and by a
+    2-row linear layer (what a decode step's expert matmuls reach)."""
+    w, x = torch.randn(8192, 8192), torch.randn(2, 8192)
+    gb = w.numel() * 4 / 1e9
+    return gb / timeit(w.sum, repeats), gb / timeit(lambda: F.linear(x, w), repeats)
+
+
+def weight_gb(config: DCMoEConfig, routed_experts: int) -> float:
+    """GB of fp32 weights a forward reads: the gate, `routed_experts` routed experts, the shared ones."""
+    c = config
+    return 4 * c.hidden_size * (c.num_dynamic + 3 * routed_experts * c.routed_size + 3 * c.num_shared * c.shared_size) / 1e9
 
 
 def bench(name: str, config: DCMoEConfig, tokens: int, repeats: int, train: bool) -> None:
@@ -72,7 +92,9 @@ def bench(name: str, config: DCMoEConfig, tokens: int, repeats: int, train: bool
     layer = DCMoE(config).train(train)
     x = torch.randn(tokens, config.hidden_size, requires_grad=train)
     with torch.no_grad():
-        mean_experts = layer(x).num_experts.float().mean().item()
+        out = layer(x)
+        mean_experts = out.num_experts.float().mean().item()
+        used = int(out.expert_mask[:, : config.num_routed].any(0).sum())  # distinct routed experts the batch needs
     dense = SwiGLU(config.hidden_size, round(mean_experts * config.routed_size) + config.num_shared * config.shared_size)
 
     def run(f):
@@ -84,8 +106,13 @@ def bench(name: str, config: DCMoEConfig, tokens: int, repeats: int, train: bool
     t_moe, t_loop, t_dense = (timeit(f, repeats) for f in fns)
     memory = " / ".join(f"{peak_mib(f):.1f}" for f in fns)
     mode = "fwd+bwd" if train else "fwd"
+    reads = ""
+    if not train:
+        all_path = tokens <= DECODE_TOKENS and config.hidden_size * config.routed_size <= SMALL_EXPERT
+        reads = (f"{weight_gb(config, config.num_routed if all_path else used) / t_moe:.1f} / "
+                 f"{weight_gb(config, used) / t_loop:.1f}")
     print(f"| {name} | {mode} | {tokens} | {mean_experts:.2f} | {tokens / t_moe:,.0f} | {tokens / t_loop:,.0f} | "
-          f"{tokens / t_dense:,.0f} | {t_loop / t_moe:.2f}x | {t_moe / t_dense:.2f}x | {memory} |")
+          f"{tokens / t_dense:,.0f} | {t_loop / t_moe:.2f}x | {t_moe / t_dense:.2f}x | {memory} | {reads} |")
 
 
 def main() -> None:
@@ -96,10 +123,12 @@ def main() -> None:
     tiny = DCMoEConfig(hidden_size=256, routed_size=512, shared_size=256, router_jitter=0.0)
     paper = DCMoEConfig(router_jitter=0.0)
     reps = 2 if args.quick else 5
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
+    by_sum, by_linear = read_gbs(reps * 4)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; a 256 MiB fp32 matrix is read at "
+          f"{by_sum:.1f} GB/s by a sum, {by_linear:.1f} GB/s by a 2-row linear layer")
     print("| config | pass | tokens | experts/token | DCMoE tok/s | loop tok/s | equal-width dense tok/s | DCMoE vs loop | "
-          "DCMoE time / dense time | peak MiB DCMoE / loop / dense |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "DCMoE time / dense time | peak MiB DCMoE / loop / dense | weights read, GB/s DCMoE / loop |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     bench("tiny d=256", tiny, 8192, reps, train=True)
     bench("paper d=2048", paper, 512 if args.quick else 1024, reps, train=True)
     for tokens in (2, 16):  # small experts take the all-experts path at these sizes, the paper's the sorted one
