@@ -7,6 +7,7 @@ from pathlib import Path
 
 from unimoe_audio.codec import load_codec
 from unimoe_audio.data import SIZES, build, encode_corpus
+from unimoe_audio.data.folder import import_folder
 
 
 def register(subparsers) -> None:
@@ -20,6 +21,14 @@ def register(subparsers) -> None:
     b.add_argument("--extra-voices", action="store_true",
                    help="add the RHVoice, MBROLA and Pico English voices (Debian contrib/non-free; see the README)")
     b.set_defaults(func=run_build)
+    i = sub.add_parser("import", help="a folder of audio files with same-named .txt transcripts or captions -> manifests")
+    i.add_argument("--folder", type=Path, required=True, help="audio files (sub-folders = speakers) with .txt beside them")
+    i.add_argument("--out", type=Path, required=True, help="corpus folder for the manifests and report")
+    i.add_argument("--task", choices=("tts", "t2m"), required=True, help="tts: .txt are transcripts; t2m: captions")
+    i.add_argument("--language", choices=("en", "zh"), help="language of the speech (tts)")
+    i.add_argument("--held-out", type=float, default=0.1, help="share of items in validation and in test (each)")
+    i.add_argument("--seed", type=int, default=0)
+    i.set_defaults(func=run_import)
     e = sub.add_parser("encode", help="encode every split with a codec into <corpus>/tokens/")
     e.add_argument("--corpus", type=Path, required=True)
     e.add_argument("--codec", type=Path, required=True)
@@ -30,6 +39,13 @@ def run_build(args) -> int:
     report = build(args.out, args.size, args.seed, args.workers, extra_voices=args.extra_voices)
     print(f"{report['items']} items, hours {report['hours']}, speakers {report['speakers']}, "
           f"{len(report['skipped'])} skipped; report: {args.out / 'report.md'}")
+    return 0
+
+
+def run_import(args) -> int:
+    report = import_folder(args.folder, args.out, args.task, args.language, args.held_out, args.seed)
+    print(f"{report['items']} items, hours {report['hours']}, {len(report['skipped'])} skipped; "
+          f"report: {args.out / 'report.md'}")
     return 0
 
 

@@ -168,18 +168,26 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
         entry.update(extra, audio=f"audio/{item['id']}.wav")
         entries.append(entry)
     entries += clone_pairs(entries, SIZES[size].clone_fraction, seed)
+    write_manifests(out, entries)
+    report = make_report(entries, skipped, size, seed)
+    test = [e for e in entries if e["split"] == "test"]
+    report["ground_truth_judges"] = judge_corpus(out, test, SIZES[size].judged, progress)
+    write_report(out, report)
+    return report
 
+
+def write_manifests(out: Path, entries: list[dict]) -> None:
+    """One JSONL manifest per split (each entry's `split` decides where it goes)."""
     for split in SPLITS:
         with atomic_path(out / f"{split}.jsonl") as tmp:
             tmp.write_text("".join(json.dumps({k: v for k, v in e.items() if k != "split"}, ensure_ascii=False) + "\n"
                                    for e in entries if e["split"] == split), encoding="utf-8")
-    report = make_report(entries, skipped, size, seed)
-    test = [e for e in entries if e["split"] == "test"]
-    report["ground_truth_judges"] = judge_corpus(out, test, SIZES[size].judged, progress)
+
+
+def write_report(out: Path, report: dict) -> None:
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(report_markdown(report), encoding="utf-8")
-    return report
 
 
 def clone_pairs(entries: list[dict], fraction: float, seed: int) -> list[dict]:
@@ -225,9 +233,10 @@ def report_markdown(report: dict) -> str:
              "| split | task | language | items |", "|---|---|---|---|"]
     lines += [f"| {c['split']} | {c['task']} | {c['language']} | {c['items']} |" for c in report["counts"]]
     lines += ["", "| group | hours |", "|---|---|"] + [f"| {g} | {h:.3f} |" for g, h in report["hours"].items()]
-    judged = report["ground_truth_judges"]
-    lines += ["", "What the offline judges make of the test recordings themselves: the ceiling for every generated score.", "",
-              "| language | items | Whisper-base | pocketsphinx |", "|---|---|---|---|"]
+    judged = report.get("ground_truth_judges", {})
+    if judged:
+        lines += ["", "What the offline judges make of the test recordings themselves: the ceiling for every generated score.",
+                  "", "| language | items | Whisper-base | pocketsphinx |", "|---|---|---|---|"]
     if "en" in judged:
         lines.append(f"| en (WER) | {judged['en']['items']} | {judged['en']['wer_whisper']:.3f} | {judged['en']['wer_sphinx']:.3f} |")
     if "zh" in judged:

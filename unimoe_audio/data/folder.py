@@ -1,0 +1,78 @@
+"""`data import`: a plain folder of audio files with same-named .txt files -> a corpus.
+
+For speech the .txt holds the transcript, for music the caption. Files in sub-folders take the
+sub-folder's name as speaker (LibriTTS/AISHELL-style `speaker/utterance.wav`); files at the top
+level take the folder's name. Manifests point at the audio where it lies (paths relative to the
+corpus folder); nothing is copied. Unreadable audio, missing or empty .txt files are skipped
+with the reason in the report; speech speakers with two or more utterances give voice-cloning
+pairs as in the built corpus. Importing into a corpus folder that already has manifests keeps
+the entries of other folders, so a speech folder and a music folder make one corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from unimoe_audio.codec.audio import load_audio
+from unimoe_audio.data.build import SPLITS, clone_pairs, make_report, read_manifest, write_manifests, write_report
+from unimoe_audio.errors import UniMoEError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
+CLONE_FRACTION = 0.2  # of training utterances that also become cloning targets, as in the built corpus
+
+
+def import_folder(folder: Path, out: Path, task: str, language: str | None = None, held_out: float = 0.1,
+                  seed: int = 0) -> dict:
+    """Write train/validation/test manifests for `folder` into `out`; returns the report."""
+    if task not in ("tts", "t2m"):
+        raise UniMoEError(f"task must be 'tts' (speech with transcripts) or 't2m' (music with captions), got {task!r}")
+    if task == "tts" and language not in ("en", "zh"):
+        raise UniMoEError(f"speech needs --language en or zh, got {language!r}")
+    if not 0 <= held_out < 0.5:
+        raise UniMoEError(f"held_out must be in [0, 0.5), got {held_out}")
+    if not folder.is_dir():
+        raise UniMoEError(f"not a folder: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not files:
+        raise UniMoEError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}")
+
+    entries, skipped = [], []
+    for path in files:
+        rel = path.relative_to(folder)
+        item_id = "-".join(rel.with_suffix("").parts)
+        text_path = path.with_suffix(".txt")
+        text = text_path.read_text(encoding="utf-8", errors="replace").strip() if text_path.is_file() else None
+        if not text:
+            skipped.append({"id": item_id, "reason": f"{'empty' if text_path.is_file() else 'no'} {text_path.name}"})
+            continue
+        try:
+            wave, rate = load_audio(path)
+        except UniMoEError as err:
+            skipped.append({"id": item_id, "reason": str(err)})
+            continue
+        speech = task == "tts"
+        entries.append({"id": item_id, "task": task, "group": f"speech-{language}" if speech else "music",
+                        "language": language if speech else None, "text": text if speech else None,
+                        "caption": None if speech else text,
+                        "speaker": (rel.parts[0] if len(rel.parts) > 1 else folder.name) if speech else None,
+                        "audio": os.path.relpath(path.resolve(), out.resolve()), "duration": round(len(wave) / rate, 3),
+                        "source": folder.name})
+    if not entries:
+        raise UniMoEError(f"no usable items under {folder}: {len(skipped)} skipped, e.g. {skipped[0]['reason']}")
+
+    random.Random(seed).shuffle(entries)
+    k = round(len(entries) * held_out)
+    for i, entry in enumerate(entries):
+        entry["split"] = SPLITS[2] if i < k else SPLITS[1] if i < 2 * k else SPLITS[0]
+    if task == "tts":
+        entries += clone_pairs(entries, CLONE_FRACTION, seed)
+    for split in SPLITS:  # entries earlier imports brought from other folders stay
+        if (out / f"{split}.jsonl").is_file():
+            entries += [{**e, "split": split} for e in read_manifest(out / f"{split}.jsonl") if e.get("source") != folder.name]
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifests(out, entries)
+    report = make_report(entries, skipped, f"folder {folder.name}", seed)
+    write_report(out, report)
+    return report
