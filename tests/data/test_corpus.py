@@ -117,6 +117,18 @@ def test_encode_dataset_and_sampler(corpus, tmp_path):
     np.save(out / "tokens" / "train" / "codes.npy", codes[:, :10])
     with pytest.raises(UniMoEError, match="truncated"):
         TokenDataset(out / "tokens", "train")
+    assert encode_corpus(out, codec, splits=("train",), progress=False)["train"] == len(ds)  # encoded again
+    assert np.array_equal(np.load(out / "tokens" / "train" / "codes.npy"), codes)
+
+    test = read_manifest(out / "test.jsonl")
+    bad = next(e for e in test if e["task"] == "tts")
+    (out / bad["audio"]).write_bytes(b"RIFF garbage")  # unreadable: its items are left out, the rest encoded
+    (out / "tokens" / "test" / "info.json").unlink()
+    uses = [e for e in test if bad["audio"] in (e["audio"], e.get("prompt_audio"))]
+    assert encode_corpus(out, codec, splits=("test",), progress=False)["test"] == len(test) - len(uses)
+    info = json.loads((out / "tokens" / "test" / "info.json").read_text())
+    assert {s["id"] for s in info["skipped"]} == {e["id"] for e in uses} and "cannot read" in info["skipped"][0]["reason"]
+    assert len(TokenDataset(out / "tokens", "test")) == len(test) - len(uses)
 
 
 def test_bad_requests_raise(tmp_path):

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,10 @@ class Example:
 
 
 def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = True) -> dict[str, int]:
-    """Encode every split's audio; a split whose shard is complete and matches the codec is kept."""
+    """Encode every split's audio; returns the items encoded per split. A split whose shard is
+    complete, readable and made by the same codec is kept; an unreadable or truncated shard is
+    encoded again, and items whose audio cannot be read are left out and listed in the shard's
+    info.json (both reported on stderr), so one bad file never stops the run."""
     counts = {}
     for split in splits:
         entries = read_manifest(corpus / f"{split}.jsonl")
@@ -37,9 +41,11 @@ def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = Tr
         info_path = out / "info.json"
         signature = {"codec_type": codec.codec_type, "num_codebooks": codec.num_codebooks,
                      "codebook_size": codec.codebook_size, "items": len(entries)}
-        if info_path.is_file() and json.loads(info_path.read_text()) == signature:
-            counts[split] = len(entries)
-            continue
+        if info_path.is_file():
+            info = json.loads(info_path.read_text())
+            if {k: info.get(k) for k in signature} == signature and _readable(corpus / "tokens", split):
+                counts[split] = len(entries) - len(info.get("skipped", []))
+                continue
         cache: dict[str, np.ndarray] = {}
 
         def codes_of(rel: str) -> np.ndarray:
@@ -48,26 +54,41 @@ def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = Tr
                 cache[rel] = codec.encode(wave, rate)[0].numpy().astype(np.int16)  # [K, T]
             return cache[rel]
 
-        chunks, index, offset = [], [], 0
+        chunks, index, skipped, offset = [], [], [], 0
         for entry in tqdm(entries, desc=f"encoding {split}", unit="item", disable=not progress):
+            try:
+                parts = [(prefix, codes_of(rel)) for prefix, rel in (("", entry["audio"]), ("prompt_", entry.get("prompt_audio")))
+                         if rel is not None]
+            except UniMoEError as err:
+                skipped.append({"id": entry["id"], "reason": str(err)})
+                continue
             row = dict(entry)
-            for prefix, rel in (("", entry["audio"]), ("prompt_", entry.get("prompt_audio"))):
-                if rel is None:
-                    continue
-                codes = codes_of(rel)
+            for prefix, codes in parts:
                 chunks.append(codes)
                 row[f"{prefix}offset"], row[f"{prefix}frames"] = offset, codes.shape[1]
                 offset += codes.shape[1]
             index.append(row)
+        if skipped:
+            print(f"encoding {split}: left out {len(skipped)} items whose audio cannot be read "
+                  f"(listed in {info_path}), e.g. {skipped[0]['reason']}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "codes.npy") as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.concatenate(chunks, axis=1) if chunks else np.zeros((codec.num_codebooks, 0), np.int16))
         with atomic_path(out / "index.jsonl") as tmp:
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in index), encoding="utf-8")
-        write_json(info_path, signature)  # written last: marks the shard complete
-        counts[split] = len(entries)
+        write_json(info_path, {**signature, "skipped": skipped})  # written last: marks the shard complete
+        counts[split] = len(index)
     return counts
+
+
+def _readable(tokens_dir: Path, split: str) -> bool:
+    try:
+        TokenDataset(tokens_dir, split)
+        return True
+    except UniMoEError as err:
+        print(f"{err.args[0].split(';')[0]}: encoding it again", file=sys.stderr)
+        return False
 
 
 class TokenDataset:
