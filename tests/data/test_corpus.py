@@ -105,6 +105,18 @@ def test_encode_dataset_and_sampler(corpus, tmp_path):
     picks = [ds.groups[i] for _ in range(20) for i in next(natural)]
     assert picks.count("music") / len(picks) < 0.25
 
+    lengths = [r["frames"] for r in ds.index]
+    bucketed = MixtureSampler(ds.groups, 8, "balanced", seed=1, lengths=lengths, bucket=6)
+    plain = MixtureSampler(ds.groups, 8, "balanced", seed=1)
+    spread = {name: np.mean([np.ptp([lengths[i] for i in next(s)]) for _ in range(60)])
+              for name, s in (("bucketed", bucketed), ("plain", plain))}
+    assert spread["bucketed"] < 0.5 * spread["plain"], spread  # batches of similar lengths
+    picks = [ds.groups[i] for step in range(60) for i in bucketed.batch(step)]
+    assert all(abs(picks.count(g) / len(picks) - 1 / 3) < 0.08 for g in set(picks))  # the mix is kept
+    assert bucketed.batch(17) == MixtureSampler(ds.groups, 8, "balanced", seed=1, lengths=lengths, bucket=6).batch(17)
+    with pytest.raises(UniMoEError, match="one length per item"):
+        MixtureSampler(ds.groups, 8, bucket=4)
+
     resumed = MixtureSampler(ds.groups, 8, seed=3)
     for _ in range(5):
         next(balanced)

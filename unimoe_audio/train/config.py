@@ -51,6 +51,7 @@ class StageConfig:
     clip_norm: float = 1.0
     mix: str = "natural"  # natural (imbalanced) or balanced task mix
     subset: float = 1.0  # fraction of the training split used (the warm-up's small seed subset)
+    length_bucket: int = 1  # > 1: each batch is the length-sorted run of neighbours out of this many batches' draw
     aux_start: float = 0.025  # aux-loss weight, linear from start to end over aux_steps (REFERENCE §4)
     aux_end: float = 0.001
     aux_steps: int = 10_000
@@ -82,6 +83,8 @@ class StageConfig:
             raise _bad(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.mix not in MIXES:
             raise _bad(f"mix must be one of {MIXES}, got {self.mix!r}")
+        if self.length_bucket < 1:
+            raise _bad(f"length_bucket must be a positive integer, got {self.length_bucket}")
         if not 0 < self.subset <= 1:
             raise _bad(f"subset must be in (0, 1], got {self.subset}")
         if self.aux_start < 0 or self.aux_end < 0 or self.aux_steps < 0:

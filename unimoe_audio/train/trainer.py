@@ -123,7 +123,9 @@ class Trainer:
         if not wanted:
             raise UniMoEError(f"no training items for task groups {only}; check the corpus at {train_set}")
         # One sampler for the whole job (rank 0's stream); see the module docstring for the split.
-        self.sampler = MixtureSampler(groups, self.micro_batch, mix=config.mix, seed=seed, only=wanted)
+        lengths = [r["frames"] + r.get("prompt_frames", 0) for r in train_set.index]
+        self.sampler = MixtureSampler(groups, self.micro_batch, mix=config.mix, seed=seed, only=wanted,
+                                      lengths=lengths, bucket=config.length_bucket)
 
         self.device = self.dist.device
         self.model = model.to(self.device)
