@@ -1,5 +1,6 @@
 """The offline corpus: text normalisation, a real tiny build (resumable), encoding, mixing."""
 
+import importlib
 import json
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_rebuild_is_deterministic_and_skips_finished_items(corpus):
     assert after.pop("en-00000.wav") and after == stamp  # only the stale file was made again
 
 
-def test_extra_voices_name_the_missing_packages(monkeypatch):
+def test_missing_tools_and_voices_name_their_packages(monkeypatch):
     from unimoe_audio.data import voices
 
     real_which = voices.shutil.which
@@ -81,6 +82,13 @@ def test_extra_voices_name_the_missing_packages(monkeypatch):
     monkeypatch.setattr(voices, "MBROLA_DIR", voices.Path("/nonexistent"))
     with pytest.raises(UniMoEError, match="libttspico-utils mbrola-en1 .*rhvoice-english"):
         voices.check_tools(extra=True)
+    monkeypatch.setattr(voices.shutil, "which", lambda tool: None if tool in ("text2wave", "fluidsynth") else real_which(tool))
+    with pytest.raises(UniMoEError, match="packages for speech synthesis: festival;"):
+        voices.check_tools()
+    corpus_build = importlib.import_module("unimoe_audio.data.build")  # the module, not the function
+    monkeypatch.setattr(corpus_build, "FORTUNES", voices.Path("/nonexistent"))
+    with pytest.raises(UniMoEError, match="for the corpus: fluidsynth fortunes fortunes-zh;"):
+        corpus_build.check_sources()
     assert len(voices.speakers("en", extra=True)) == len(voices.speakers("en")) + 3 * len(voices.EXTRA_VOICES)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from unimoe_audio.data.music import MUSIC_LICENCE, SOURCES, list_pieces, render_music
-from unimoe_audio.data.text import TEXT_LICENCES, sentences
+from unimoe_audio.data.music import FLUID_SOUNDFONT, MUSIC_LICENCE, SOURCES, list_pieces, render_music
+from unimoe_audio.data.text import FORTUNES, TEXT_LICENCES, WORDNET, sentences
 from unimoe_audio.data.voices import check_tools, speakers, synthesize
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.ceiling import judge_corpus
@@ -137,11 +138,22 @@ def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
         return item["id"], None, f"{type(err).__name__}: {err}"
 
 
+def check_sources() -> None:
+    """Raise naming the Debian packages to install when a text source or the music renderer is missing."""
+    needed = {FORTUNES / "fortunes": "fortunes", FORTUNES / "chinese.u8": "fortunes-zh", WORDNET / "data.noun": "wordnet-base",
+              FLUID_SOUNDFONT: "fluid-soundfont-gm"}
+    missing = sorted({package for path, package in needed.items() if not path.is_file()}
+                     | ({"fluidsynth"} if shutil.which("fluidsynth") is None else set()))
+    if missing:
+        raise UniMoEError(f"missing Debian packages for the corpus: {' '.join(missing)}; run scripts/install-system.sh (make install)")
+
+
 def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progress: bool = True,
           extra_voices: bool = False) -> dict:
     """Build (or finish building) the corpus at `out`; returns the report. `extra_voices` adds the
     contrib/non-free English voices (RHVoice, MBROLA, Pico), which must be installed."""
     check_tools(extra_voices)
+    check_sources()
     items = plan(size, seed, extra_voices)
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)

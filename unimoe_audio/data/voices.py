@@ -71,7 +71,7 @@ EXTRA_VOICES = (
 MBROLA_DIR = Path("/usr/share/mbrola")
 # (pitch semitones, tempo) variants applied to every base voice.
 AUGMENTATIONS = ((0.0, 1.0), (-2.0, 0.95), (2.0, 1.05))
-REQUIRED_TOOLS = {"flite": "flite", "festival": "text2wave", "espeak": "espeak-ng", "sox": "sox"}
+REQUIRED_TOOLS = {"flite": "flite", "text2wave": "festival", "espeak-ng": "espeak-ng", "sox": "sox"}  # -> Debian package
 
 
 def speakers(language: str, extra: bool = False) -> list[Speaker]:
@@ -80,9 +80,11 @@ def speakers(language: str, extra: bool = False) -> list[Speaker]:
 
 
 def check_tools(extra: bool = False) -> None:
-    missing = [tool for tool in REQUIRED_TOOLS.values() if shutil.which(tool) is None]
+    """Raise naming the Debian packages to install when a synthesizer is missing."""
+    missing = sorted({package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
     if missing:
-        raise UniMoEError(f"missing synthesis tools: {', '.join(missing)}; run scripts/install-system.sh (make install)")
+        raise UniMoEError(f"missing Debian packages for speech synthesis: {' '.join(missing)}; "
+                          "run scripts/install-system.sh (make install)")
     if extra:
         packages = sorted({v.package for v in EXTRA_VOICES if not _extra_voice_installed(v)})
         if packages:
