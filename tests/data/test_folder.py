@@ -35,14 +35,14 @@ def test_speech_folder_becomes_a_corpus_with_splits_speakers_and_clone_pairs(spe
     out = tmp_path / "corpus"
     report = import_folder(speech_folder, out, "tts", "en", held_out=0.2, seed=1)
     reasons = {s["id"]: s["reason"] for s in report["skipped"]}
-    assert set(reasons) == {"alice-untranscribed", "bob-blank", "bob-broken"}
-    assert "no untranscribed.txt" in reasons["alice-untranscribed"] and "empty blank.txt" in reasons["bob-blank"]
-    assert "cannot read audio" in reasons["bob-broken"] and "Skipped 3 items" in (out / "report.md").read_text()
+    assert set(reasons) == {"my-voices-alice-untranscribed", "my-voices-bob-blank", "my-voices-bob-broken"}
+    assert "no untranscribed.txt" in reasons["my-voices-alice-untranscribed"]
+    assert "empty blank.txt" in reasons["my-voices-bob-blank"] and "cannot read audio" in reasons["my-voices-bob-broken"] and "Skipped 3 items" in (out / "report.md").read_text()
     entries = [e for split in ("train", "validation", "test") for e in read_manifest(out / f"{split}.jsonl")]
     tts = [e for e in entries if e["task"] == "tts"]
     assert len(tts) == 10 and {e["speaker"] for e in tts} == {"alice", "bob"}
     assert len(read_manifest(out / "test.jsonl")) >= 2 and len(read_manifest(out / "validation.jsonl")) >= 2
-    alice3 = next(e for e in tts if e["id"] == "alice-3")
+    alice3 = next(e for e in tts if e["id"] == "my-voices-alice-3")
     assert alice3["text"] == "Sentence 3 of alice." and alice3["duration"] == pytest.approx(0.8, abs=1e-3)
     wave, rate = load_audio(out / alice3["audio"], 16_000)  # paths resolve from the corpus folder
     assert rate == 16_000 and len(wave) == pytest.approx(0.8 * 16_000, abs=2)

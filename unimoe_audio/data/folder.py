@@ -41,7 +41,7 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
     entries, skipped = [], []
     for path in files:
         rel = path.relative_to(folder)
-        item_id = "-".join(rel.with_suffix("").parts)
+        item_id = "-".join((folder.name, *rel.with_suffix("").parts))  # unique across imported folders
         text_path = path.with_suffix(".txt")
         text = text_path.read_text(encoding="utf-8", errors="replace").strip() if text_path.is_file() else None
         if not text:
