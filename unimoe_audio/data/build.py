@@ -49,8 +49,9 @@ SIZES = {
 }
 
 
-def _split_of(i: int, n: int, held_out: float) -> str:
-    k = max(2, round(n * held_out))
+def split_of(i: int, n: int, held_out: float, minimum: int = 2) -> str:
+    """Split of the i-th of n shuffled items: the first share (at least `minimum`) is test, the next validation."""
+    k = max(minimum, round(n * held_out))
     return "test" if i < k else "validation" if i < 2 * k else "train"
 
 
@@ -94,12 +95,12 @@ def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
             speaker = voices[i % len(voices)]
             items.append({"id": f"{language}-{i:05d}", "task": "tts", "group": f"speech-{language}", "language": language,
                           "text": text, "caption": None, "speaker": speaker.id, "source": source,
-                          "licence": TEXT_LICENCES[source], "split": _split_of(i, count, s.held_out),
+                          "licence": TEXT_LICENCES[source], "split": split_of(i, count, s.held_out),
                           "render": {"kind": "speech", "speaker": speaker}})
     # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
     for i, (src, path, num) in enumerate(_round_robin(rng)[: s.music * 2]):
         items.append({"id": f"music-{i:05d}", "task": "t2m", "group": "music", "language": None, "text": None,
-                      "speaker": None, "licence": MUSIC_LICENCE, "split": _split_of(i, s.music, s.held_out),
+                      "speaker": None, "licence": MUSIC_LICENCE, "split": split_of(i, s.music, s.held_out),
                       "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i}})
     return items
 
@@ -174,7 +175,7 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
         if item["task"] == "t2m":
             if music_kept >= target_music:
                 continue
-            item["split"] = _split_of(music_kept, target_music, SIZES[size].held_out)
+            item["split"] = split_of(music_kept, target_music, SIZES[size].held_out)
             music_kept += 1
         entry = {k: v for k, v in item.items() if k != "render"}
         entry.update(extra, audio=f"audio/{item['id']}.wav")

@@ -16,7 +16,8 @@ import random
 from pathlib import Path
 
 from unimoe_audio.codec.audio import load_audio
-from unimoe_audio.data.build import SPLITS, clone_pairs, make_report, read_manifest, write_manifests, write_report
+from unimoe_audio.data.build import (SPLITS, clone_pairs, make_report, read_manifest, split_of, write_manifests,
+                                     write_report)
 from unimoe_audio.errors import UniMoEError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
@@ -63,9 +64,8 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
         raise UniMoEError(f"no usable items under {folder}: {len(skipped)} skipped, e.g. {skipped[0]['reason']}")
 
     random.Random(seed).shuffle(entries)
-    k = round(len(entries) * held_out)
     for i, entry in enumerate(entries):
-        entry["split"] = SPLITS[2] if i < k else SPLITS[1] if i < 2 * k else SPLITS[0]
+        entry["split"] = split_of(i, len(entries), held_out, minimum=0)
     if task == "tts":
         entries += clone_pairs(entries, CLONE_FRACTION, seed)
     for split in SPLITS:  # entries earlier imports brought from other folders stay

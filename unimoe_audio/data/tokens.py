@@ -87,7 +87,7 @@ def _readable(tokens_dir: Path, split: str) -> bool:
         TokenDataset(tokens_dir, split)
         return True
     except UniMoEError as err:
-        print(f"{err.args[0].split(';')[0]}: encoding it again", file=sys.stderr)
+        print(f"encoding {split} again: {err}", file=sys.stderr)
         return False
 
 
