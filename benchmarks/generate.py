@@ -37,7 +37,7 @@ def uncached_frames_per_s(gen: Generator, request: Request, frames: int) -> floa
     start = time.perf_counter()
     with torch.inference_mode():
         for step in range(frames):
-            hidden, _ = model.hidden(tokens, audio, is_audio)
+            hidden, _, _ = model.hidden(tokens, audio, is_audio)
             frame = model.logits(hidden[:, -1]).argmax(-1)  # [1, K]
             frame = torch.where(step < torch.tensor(pattern.delays)[None], torch.full_like(frame, pattern.bos), frame)
             tokens = torch.cat([tokens, torch.full((1, 1), gen.frontend["<audio>"])], 1)

@@ -92,16 +92,16 @@ def test_kv_cache_matches_the_full_forward(frontend, examples):
     n = int((~batch["pad_mask"]).sum())
     tokens, audio, is_audio = batch["tokens"][:, :n], batch["audio"][:, :, :n], batch["is_audio"][:, :n]
     with torch.no_grad():
-        full, _ = model.hidden(tokens, audio, is_audio)
+        full, _, _ = model.hidden(tokens, audio, is_audio)
         cache = KVCache(model.config, 1, n, "cpu", torch.float32)
         split = n // 2
         mask = torch.ones(split, split, dtype=torch.bool).tril()[None, None]
         cache.key_valid[:, :n] = True
-        first, _ = model.hidden(tokens[:, :split], audio[:, :, :split], is_audio[:, :split], cache=cache, attn_mask=mask)
+        first, _, _ = model.hidden(tokens[:, :split], audio[:, :, :split], is_audio[:, :split], cache=cache, attn_mask=mask)
         cache.length = split
         steps = []
         for i in range(split, n):
-            h, _ = model.hidden(tokens[:, i:i + 1], audio[:, :, i:i + 1], is_audio[:, i:i + 1],
+            h, _, _ = model.hidden(tokens[:, i:i + 1], audio[:, :, i:i + 1], is_audio[:, i:i + 1],
                                 positions=torch.tensor([[i]]), cache=cache,
                                 attn_mask=cache.key_valid[:, None, None, :i + 1])
             cache.length += 1

@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     e = sub.add_parser("encode", help="encode every split with a codec into <corpus>/tokens/")
     e.add_argument("--corpus", type=Path, required=True)
     e.add_argument("--codec", type=Path, required=True)
+    e.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     e.set_defaults(func=run_encode)
 
 
@@ -50,6 +51,6 @@ def run_import(args) -> int:
 
 
 def run_encode(args) -> int:
-    counts = encode_corpus(args.corpus, load_codec(args.codec))
+    counts = encode_corpus(args.corpus, load_codec(args.codec), workers=args.workers)
     print(f"encoded {counts} into {args.corpus / 'tokens'}")
     return 0

@@ -46,6 +46,8 @@ SIZES = {
     "tiny": CorpusSize(speech_en=40, speech_zh=20, clone_fraction=0.25, music=14, held_out=0.15, judged=5),
     "small": CorpusSize(speech_en=1500, speech_zh=750, clone_fraction=0.2, music=360, held_out=0.05, judged=40),
     "full": CorpusSize(speech_en=11000, speech_zh=6000, clone_fraction=0.2, music=3000, held_out=0.03, judged=100),
+    # The shipped model's corpus (configs/pretrained.yaml): 10x the small corpus's English text.
+    "large": CorpusSize(speech_en=15000, speech_zh=5000, clone_fraction=0.2, music=1000, held_out=0.02, judged=40),
 }
 
 
@@ -86,10 +88,10 @@ def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
     if size not in SIZES:
         raise UniMoEError(f"unknown corpus size {size!r}; choose one of {sorted(SIZES)}")
     s = SIZES[size]
-    rng = random.Random(seed)
     items: list[dict] = []
     text_sources = {"en": {"fortunes": 1 - WORDNET_SHARE, "wordnet": WORDNET_SHARE}, "zh": {"fortunes-zh": 1.0}}
-    for language, count in (("en", s.speech_en), ("zh", s.speech_zh)):
+    # Each group draws from its own stream, so one group's size never changes another's items.
+    for language, count, rng in (("en", s.speech_en, random.Random(seed)), ("zh", s.speech_zh, random.Random(f"{seed}-zh"))):
         voices = speakers(language, extra_voices)
         for i, (text, source) in enumerate(_sentences(rng, count, text_sources[language])):
             speaker = voices[i % len(voices)]
@@ -98,7 +100,7 @@ def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
                           "licence": TEXT_LICENCES[source], "split": split_of(i, count, s.held_out),
                           "render": {"kind": "speech", "speaker": speaker}})
     # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
-    for i, (src, path, num) in enumerate(_round_robin(rng)[: s.music * 2]):
+    for i, (src, path, num) in enumerate(_round_robin(random.Random(f"{seed}-music"))[: s.music * 2]):
         items.append({"id": f"music-{i:05d}", "task": "t2m", "group": "music", "language": None, "text": None,
                       "speaker": None, "licence": MUSIC_LICENCE, "split": split_of(i, s.music, s.held_out),
                       "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i}})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,37 @@ class Example:
     prompt_codes: torch.Tensor | None  # [K, Tp] long, clone items only
 
 
-def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = True) -> dict[str, int]:
-    """Encode every split's audio; returns the items encoded per split. A split whose shard is
-    complete, readable and made by the same codec is kept; an unreadable or truncated shard is
-    encoded again, and items whose audio cannot be read are left out and listed in the shard's
-    info.json (both reported on stderr), so one bad file never stops the run."""
+_WORKER_CODEC: Codec | None = None
+
+
+def _start_worker(codec: Codec) -> None:
+    global _WORKER_CODEC
+    _WORKER_CODEC = codec
+    torch.set_num_threads(1)  # one process per core
+
+
+def _encode_file(path: Path, codec: Codec | None = None) -> np.ndarray | str:
+    """Codes [K, T] int16 of one audio file (with `codec`, or a worker's), or why it cannot be read."""
+    try:
+        wave, rate = load_audio(path)
+        return (codec or _WORKER_CODEC).encode(wave, rate)[0].numpy().astype(np.int16)
+    except UniMoEError as err:
+        return str(err)
+
+
+def _encode_files(paths: list[Path], codec: Codec, workers: int, desc: str, progress: bool) -> list[np.ndarray | str]:
+    bar = dict(total=len(paths), desc=desc, unit="file", disable=not progress)
+    if workers <= 1 or len(paths) < 2 * workers:
+        return [_encode_file(p, codec) for p in tqdm(paths, **bar)]
+    with ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(codec,)) as pool:
+        return list(tqdm(pool.map(_encode_file, paths, chunksize=16), **bar))
+
+
+def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = True, workers: int = 1) -> dict[str, int]:
+    """Encode every split's audio (`workers` processes); returns the items encoded per split. A
+    split whose shard is complete, readable and made by the same codec is kept; an unreadable or
+    truncated shard is encoded again, and items whose audio cannot be read are left out and listed
+    in the shard's info.json (both reported on stderr), so one bad file never stops the run."""
     counts = {}
     for split in splits:
         entries = read_manifest(corpus / f"{split}.jsonl")
@@ -46,21 +73,15 @@ def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = Tr
             if {k: info.get(k) for k in signature} == signature and _readable(corpus / "tokens", split):
                 counts[split] = len(entries) - len(info.get("skipped", []))
                 continue
-        cache: dict[str, np.ndarray] = {}
-
-        def codes_of(rel: str) -> np.ndarray:
-            if rel not in cache:
-                wave, rate = load_audio(corpus / rel)
-                cache[rel] = codec.encode(wave, rate)[0].numpy().astype(np.int16)  # [K, T]
-            return cache[rel]
-
+        files = sorted({rel for e in entries for rel in (e["audio"], e.get("prompt_audio")) if rel is not None})
+        encoded = dict(zip(files, _encode_files([corpus / rel for rel in files], codec, workers, f"encoding {split}", progress)))
         chunks, index, skipped, offset = [], [], [], 0
-        for entry in tqdm(entries, desc=f"encoding {split}", unit="item", disable=not progress):
-            try:
-                parts = [(prefix, codes_of(rel)) for prefix, rel in (("", entry["audio"]), ("prompt_", entry.get("prompt_audio")))
-                         if rel is not None]
-            except UniMoEError as err:
-                skipped.append({"id": entry["id"], "reason": str(err)})
+        for entry in entries:
+            parts = [(prefix, encoded[rel]) for prefix, rel in (("", entry["audio"]), ("prompt_", entry.get("prompt_audio")))
+                     if rel is not None]
+            failed = [codes for _, codes in parts if isinstance(codes, str)]
+            if failed:
+                skipped.append({"id": entry["id"], "reason": failed[0]})
                 continue
             row = dict(entry)
             for prefix, codes in parts:

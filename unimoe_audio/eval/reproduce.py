@@ -111,10 +111,11 @@ def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
 def steps(recipe, name: str) -> str:
     """Optimizer steps behind a system (a specialist's steps are per task group)."""
     stages = recipe.stages
+    backbone = [stages["backbone"].steps] if "backbone" in stages else []
     if name == "specialists":
-        return f"{stages['specialists'].steps} each"
+        return f"{stages['specialists'].steps} each" + (f" after a {backbone[0]}-step backbone" if backbone else "")
     if name == "joint":
-        parts = [3 * stages["specialists"].steps, stages["warmup"].steps, stages["joint"].steps]
+        parts = [*backbone, 3 * stages["specialists"].steps, stages["warmup"].steps, stages["joint"].steps]
         return f"{sum(parts)} ({' + '.join(map(str, parts))})"
     return str(recipe.baselines[name.split("/")[1]].steps)
 

@@ -129,8 +129,8 @@ class Generator:
         model.set_top_p(config.moe_top_p)
         try:
             with torch.inference_mode():
-                hidden, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
-                                         attn_mask=mask[:, None])
+                hidden, _, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
+                                            attn_mask=mask[:, None])
                 cache.length = width
                 next_pos = positions[:, -1:] + 1
                 for step in range(config.max_frames + 1 + pattern.max_delay):
@@ -146,9 +146,9 @@ class Generator:
                     feed = frame.repeat(2, 1) if guided else frame
                     cache.key_valid[:, cache.length] = True
                     step_mask = cache.key_valid[:, None, None, :cache.length + 1]
-                    hidden, _ = model.hidden(torch.full((rows, 1), self.frontend["<audio>"], device=device),
-                                             feed[..., None], torch.ones(rows, 1, dtype=torch.bool, device=device),
-                                             next_pos, cache=cache, attn_mask=step_mask)
+                    hidden, _, _ = model.hidden(torch.full((rows, 1), self.frontend["<audio>"], device=device),
+                                                feed[..., None], torch.ones(rows, 1, dtype=torch.bool, device=device),
+                                                next_pos, cache=cache, attn_mask=step_mask)
                     cache.length += 1
                     next_pos = next_pos + 1
         finally:

@@ -119,7 +119,8 @@ class SequenceCollator:
         self.frontend, self.pattern = frontend, pattern
         self.cond_dropout, self.max_music_frames = cond_dropout, max_music_frames
 
-    def sequence(self, ex: Example, rng: np.random.Generator | None) -> tuple[Segment, torch.Tensor]:
+    def sequence(self, ex: Example, rng: np.random.Generator | None) -> tuple[Segment, torch.Tensor, tuple, tuple]:
+        """-> (segment, targets [K, L], target-text span, audio-query span) (spans (0, 0) if none)."""
         codes = ex.codes
         if ex.meta["task"] == "t2m" and self.max_music_frames and codes.shape[1] > self.max_music_frames:
             start = int(rng.integers(codes.shape[1] - self.max_music_frames + 1)) if rng is not None else 0
@@ -138,12 +139,18 @@ class SequenceCollator:
         learn = delayed.clone()
         learn[(delayed == self.pattern.bos) | (delayed == self.pattern.pad)] = IGNORE
         targets[:, n_prompt - 1: n_prompt - 1 + delayed.shape[1]] = learn
-        return seg, targets
+        text_span = audio_span = (0, 0)
+        if conditional and ex.meta["task"] in ("tts", "clone"):  # the target text is the last <text> … </text>
+            ids = prompt.tokens.tolist()
+            start = len(ids) - 1 - ids[::-1].index(self.frontend["<text>"])
+            text_span = (start + 1, ids.index(self.frontend["</text>"], start))
+            audio_span = (n_prompt - 1, n_prompt - 1 + codes.shape[1])
+        return seg, targets, text_span, audio_span
 
     def __call__(self, examples: list[Example], rng: np.random.Generator | None = None) -> dict:
         seqs = [self.sequence(ex, rng) for ex in examples]
         b, k = len(seqs), self.pattern.num_codebooks
-        length = max(s.tokens.shape[0] for s, _ in seqs)
+        length = max(s[0].tokens.shape[0] for s in seqs)
         batch = {
             "tokens": torch.full((b, length), self.frontend["<pad>"], dtype=torch.long),
             "audio": torch.full((b, k, length), self.pattern.pad, dtype=torch.long),
@@ -151,8 +158,10 @@ class SequenceCollator:
             "targets": torch.full((b, k, length), IGNORE, dtype=torch.long),
             "pad_mask": torch.ones(b, length, dtype=torch.bool),
             "task_ids": torch.tensor([TASK_GROUPS.index(ex.meta["group"]) for ex in examples]),
+            "text_span": torch.tensor([s[2] for s in seqs], dtype=torch.long).view(b, 2),
+            "audio_span": torch.tensor([s[3] for s in seqs], dtype=torch.long).view(b, 2),
         }
-        for i, (seg, tgt) in enumerate(seqs):
+        for i, (seg, tgt, _, _) in enumerate(seqs):
             n = seg.tokens.shape[0]
             batch["tokens"][i, :n] = seg.tokens
             batch["audio"][i, :, :n] = seg.audio

@@ -67,7 +67,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(c.hidden_size, c.num_kv_heads * hd, bias=c.qkv_bias)
         self.o_proj = nn.Linear(c.num_heads * hd, c.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, attn_mask: torch.Tensor | None):
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, attn_mask: torch.Tensor | None,
+                need_weights: bool = False):
+        """-> (output [B, n, D], attention probabilities [B, H, n, n] when `need_weights`, else None)."""
         b, n, _ = x.shape
         hd = self.c.head_dim
         q = self.q_proj(x).view(b, n, -1, hd).transpose(1, 2)  # [B, H, n, hd]
@@ -80,11 +82,18 @@ class Attention(nn.Module):
             cache.values[layer][:, :, start:start + n] = v
             k = cache.keys[layer][:, :, :start + n]
             v = cache.values[layer][:, :, :start + n]
-        if attn_mask is None:
+        probs = None
+        if need_weights:  # explicit softmax, for the alignment loss and pictures (training only, no cache)
+            groups = q.shape[1] // k.shape[1]
+            scores = q @ k.repeat_interleave(groups, 1).transpose(-1, -2) / hd ** 0.5  # [B, H, n, n]
+            causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            probs = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+            out = probs @ v.repeat_interleave(groups, 1)
+        elif attn_mask is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=True)
-        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.o_proj(out.transpose(1, 2).reshape(b, n, -1)), probs
 
 
 class Block(nn.Module):
@@ -95,13 +104,15 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(c.hidden_size, c.norm_eps)
         self.ffn = DCMoE(c.moe) if c.ffn == "moe" else SwiGLU(c.hidden_size, c.intermediate_size)
 
-    def forward(self, x, cos, sin, layer, cache, attn_mask, pad_mask):
-        x = x + self.attn(self.attn_norm(x), cos, sin, layer, cache, attn_mask)
+    def forward(self, x, cos, sin, layer, cache, attn_mask, pad_mask, need_weights: bool = False):
+        """-> (x, the DCMoE's output or None, attention probabilities or None)."""
+        a, probs = self.attn(self.attn_norm(x), cos, sin, layer, cache, attn_mask, need_weights)
+        x = x + a
         h = self.ffn_norm(x)
         if isinstance(self.ffn, DCMoE):
             out = self.ffn(h, pad_mask=pad_mask)
-            return x + out.hidden_states, out
-        return x + self.ffn(h), None
+            return x + out.hidden_states, out, probs
+        return x + self.ffn(h), None, probs
 
 
 @dataclass
@@ -113,6 +124,7 @@ class ModelOutput:
     example_losses: torch.Tensor  # [B] codec loss of each example (summed over codebooks)
     experts_per_token: float | None  # mean routed experts per non-padding token (None if dense)
     expert_masks: list[torch.Tensor]  # per MoE layer [N, N_r + N_n] (empty for dense)
+    attention: torch.Tensor | None = None  # [B, H, L, L] probabilities of `attention_layer`, if asked for
 
 
 class UniMoEAudioModel(nn.Module):
@@ -142,8 +154,10 @@ class UniMoEAudioModel(nn.Module):
         frames = self.embed_audio(codes).sum(dim=1)  # [B, L, D]
         return torch.where(is_audio[..., None], frames, text)
 
-    def hidden(self, tokens, audio, is_audio, positions=None, pad_mask=None, cache=None, attn_mask=None):
-        """Final hidden states [B, L, D] and the MoE outputs of every layer."""
+    def hidden(self, tokens, audio, is_audio, positions=None, pad_mask=None, cache=None, attn_mask=None,
+               attention_layer: int | None = None):
+        """Final hidden states [B, L, D], the MoE outputs of every layer and the attention
+        probabilities of `attention_layer` (None unless asked for)."""
         b, n = tokens.shape
         if positions is None:
             positions = torch.arange(n, device=tokens.device).expand(b, n)
@@ -153,22 +167,28 @@ class UniMoEAudioModel(nn.Module):
         cos = self.rope_cos[positions][:, None]  # [B, 1, L, hd]
         sin = self.rope_sin[positions][:, None]
         x = self.embed(tokens, audio, is_audio)
-        moe_outputs = []
+        moe_outputs, attention = [], None
         for i, layer in enumerate(self.layers):
-            x, moe = layer(x, cos, sin, i, cache, attn_mask, pad_mask)
+            x, moe, probs = layer(x, cos, sin, i, cache, attn_mask, pad_mask, need_weights=i == attention_layer)
+            attention = probs if probs is not None else attention
             if moe is not None:
                 moe_outputs.append(moe)
-        return self.norm(x), moe_outputs
+        return self.norm(x), moe_outputs, attention
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., D] -> logits [..., K, V]."""
         c = self.config
         return self.head(hidden).unflatten(-1, (c.num_codebooks, c.audio_vocab_size))
 
-    def forward(self, tokens, audio, is_audio, targets, pad_mask, aux_weight: float = 0.0, **_) -> ModelOutput:
-        """Training forward. targets [B, K, L]: the code position i must predict (IGNORE elsewhere)."""
+    def forward(self, tokens, audio, is_audio, targets, pad_mask, aux_weight: float = 0.0,
+                attention_layer: int | None = None, **_) -> ModelOutput:
+        """Training forward. targets [B, K, L]: the code position i must predict (IGNORE elsewhere).
+        `attention_layer` also returns that layer's attention probabilities (for the alignment loss)."""
         c = self.config
-        hidden, moe_outputs = self.hidden(tokens, audio, is_audio, pad_mask=pad_mask)
+        if attention_layer is not None and not 0 <= attention_layer < c.num_layers:
+            raise UniMoEError(f"attention_layer {attention_layer} is not a layer of this {c.num_layers}-layer model")
+        hidden, moe_outputs, attention = self.hidden(tokens, audio, is_audio, pad_mask=pad_mask,
+                                                     attention_layer=attention_layer)
         predicts = (targets != IGNORE).any(dim=1)  # [B, L] positions that carry a loss
         logits = self.logits(hidden[predicts]).float()  # [N, K, V] only where needed
         tgt = targets.permute(0, 2, 1)[predicts]  # [N, K]
@@ -190,7 +210,7 @@ class UniMoEAudioModel(nn.Module):
         return ModelOutput(
             loss=codec_loss + aux_weight * aux, codec_loss=codec_loss, codebook_losses=codebook_losses.detach(),
             aux_loss=aux, example_losses=example_losses.detach(), experts_per_token=experts,
-            expert_masks=[m.expert_mask for m in moe_outputs])
+            expert_masks=[m.expert_mask for m in moe_outputs], attention=attention)
 
     def moe_layers(self) -> list[DCMoE]:
         return [layer.ffn for layer in self.layers if isinstance(layer.ffn, DCMoE)]

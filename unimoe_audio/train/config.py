@@ -7,7 +7,13 @@ A recipe names the corpus, the model size and each curriculum stage (REFERENCE.m
     corpus: {path: data/tiny, size: tiny, codec: data/tiny/codec}
     model: {...}          # UniMoEAudioConfig fields of the dense specialist
     moe: {...}            # how the DCMoE is built from the specialists
-    stages: {specialists: {...}, warmup: {...}, joint: {...}}
+    backbone_groups: [speech-en]   # what the optional backbone stage trains on (default: every group)
+    stages: {backbone: {...}, specialists: {...}, warmup: {...}, joint: {...}}
+
+The optional `backbone` stage plays the part of the paper's pretrained LLM: one dense model that
+every specialist starts from, so the specialists' attention, norms and embeddings stay in one
+basin and their average (stage 2) is a meaningful model. Without it the specialists start from
+the same random weights.
     baselines: {naive-joint: {...}, dense-balanced: {...}, top-k: {...}, scratch: {...}}
 
 Unknown keys and impossible values raise `UniMoEError` naming the offending key.
@@ -24,10 +30,11 @@ from typing import Any
 
 import yaml
 
+from unimoe_audio.data import TASK_GROUPS
 from unimoe_audio.errors import UniMoEError
 
 MIXES = ("natural", "balanced")
-STAGES = ("specialists", "warmup", "joint")
+STAGES = ("backbone", "specialists", "warmup", "joint")  # backbone: optional, only when the recipe lists it
 BASELINES = ("naive-joint", "dense-balanced", "top-k", "scratch")
 
 
@@ -55,6 +62,10 @@ class StageConfig:
     aux_start: float = 0.025  # aux-loss weight, linear from start to end over aux_steps (REFERENCE §4)
     aux_end: float = 0.001
     aux_steps: int = 10_000
+    align_weight: float = 0.0  # guided-attention loss on speech items (model/alignment.py); 0 = off
+    align_layer: int = 1  # the layer whose attention is guided, scored on validation and drawn
+    align_heads: int = 2  # its first heads are guided
+    align_sigma: float = 0.2  # width of the diagonal prior, in normalised text/audio position
     eval_every: int = 100
     eval_batches: int = 4  # validation batches per task group
     log_every: int = 10
@@ -89,6 +100,8 @@ class StageConfig:
             raise _bad(f"subset must be in (0, 1], got {self.subset}")
         if self.aux_start < 0 or self.aux_end < 0 or self.aux_steps < 0:
             raise _bad("aux_start, aux_end and aux_steps cannot be negative")
+        if self.align_weight < 0 or self.align_layer < 0 or self.align_heads < 1 or not self.align_sigma > 0:
+            raise _bad("align_weight and align_layer cannot be negative; align_heads and align_sigma must be positive")
         if self.max_bad_steps < 0:
             raise _bad(f"max_bad_steps cannot be negative, got {self.max_bad_steps}")
 
@@ -156,6 +169,7 @@ class RecipeConfig:
     model: dict[str, Any] = field(default_factory=dict)  # {preset: tiny|small|paper, ...UniMoEAudioConfig fields}
     max_music_frames: int = 250  # music is trained on random excerpts of this many frames
     moe: MoEShape = field(default_factory=MoEShape)
+    backbone_groups: tuple[str, ...] = ()  # task groups of the backbone stage; () = all
     stages: dict[str, StageConfig] = field(default_factory=_stage_defaults)
     baselines: dict[str, StageConfig] = field(default_factory=dict)
 
@@ -165,6 +179,9 @@ class RecipeConfig:
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise _bad(f"unknown stage(s) {sorted(unknown)} under 'stages'; known: {list(STAGES)}")
+        unknown = set(self.backbone_groups) - set(TASK_GROUPS)
+        if unknown:
+            raise _bad(f"unknown task group(s) {sorted(unknown)} in 'backbone_groups'; known: {list(TASK_GROUPS)}")
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise _bad(f"unknown baseline(s) {sorted(unknown)}; known: {list(BASELINES)}")

@@ -1,6 +1,8 @@
 """The three-stage curriculum and its baselines as one resumable job (paper §III-C, REFERENCE.md §1).
 
     prepare     build the corpus, train the codec and encode tokens if missing; fit the front-end
+    backbone    (optional) one dense model on `backbone_groups`, the specialists' common start
+                (the paper's specialists all start from the pretrained Qwen2.5-VL backbone)
     specialists one dense model per task group, each on its own (unbalanced) data
     warmup      DCMoE from the specialists (FFN slices -> routed experts, the rest averaged);
                 only gates and shared experts train, on a small balanced subset
@@ -15,8 +17,10 @@ same recipe skips finished stages and resumes an interrupted one from its last c
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -78,7 +82,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
             config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed)
             SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
-        encode_corpus(corpus, codec, progress=progress)
+        encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
         if not (out / "frontend.json").is_file():
             entries = [e for split in ("train", "validation", "test") for e in read_manifest(corpus / f"{split}.jsonl")]
             TextFrontend.fit(entries).save(out / "frontend.json")
@@ -138,9 +142,20 @@ def fresh(run: Run, config: UniMoEAudioConfig) -> UniMoEAudioModel:
     return UniMoEAudioModel(config)
 
 
+def backbone(run: Run) -> UniMoEAudioModel | None:
+    """The specialists' common starting point, if the recipe has a backbone stage."""
+    if "backbone" not in run.recipe.stages:
+        return None
+    groups = tuple(g for g in run.groups if g in run.recipe.backbone_groups) or tuple(run.groups)
+    return train_stage(run, "backbone", fresh(run, run.base), run.recipe.stages["backbone"], only=groups)
+
+
 def specialists(run: Run) -> list[UniMoEAudioModel]:
     stage = run.recipe.stages["specialists"]
-    return [train_stage(run, f"specialists/{g}", fresh(run, run.base), stage, only=(g,)) for g in run.groups]
+    done = all((run.out / "specialists" / g / "model" / "model.safetensors").is_file() for g in run.groups)
+    start = None if done else backbone(run)
+    return [train_stage(run, f"specialists/{g}", copy.deepcopy(start) if start is not None else fresh(run, run.base),
+                        stage, only=(g,)) for g in run.groups]
 
 
 def warmup(run: Run) -> UniMoEAudioModel:
@@ -189,6 +204,8 @@ def run_recipe(recipe: RecipeConfig, what: str = "all", dist: DistInfo | None = 
     """Run the whole recipe (`what="all"`), one stage, all baselines or one baseline; returns the summary."""
     if what not in ("all", *RUNNABLE):
         raise UniMoEError(f"unknown stage {what!r}; choose all or one of {', '.join(RUNNABLE)}")
+    if what == "backbone" and "backbone" not in recipe.stages:
+        raise UniMoEError("the recipe has no backbone stage (add `backbone:` under `stages:`)")
     run = prepare(recipe, dist or DistInfo(), progress)
     if what in ("all", "joint"):
         joint(run)
@@ -196,6 +213,8 @@ def run_recipe(recipe: RecipeConfig, what: str = "all", dist: DistInfo | None = 
         warmup(run)
     elif what == "specialists":
         specialists(run)
+    elif what == "backbone":
+        backbone(run)
     names = list(recipe.baselines) if what in ("all", "baselines") else [what] if what in BASELINES else []
     for name in names:
         baseline(run, name)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from unimoe_audio.data import MixtureSampler, TokenDataset
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path
+from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attention_loss
 from unimoe_audio.moe import AuxLossSchedule
 from unimoe_audio.train.config import StageConfig
 from unimoe_audio.train.distributed import DistInfo, all_sum, gather_objects
@@ -127,6 +128,10 @@ class Trainer:
         self.sampler = MixtureSampler(groups, self.micro_batch, mix=config.mix, seed=seed, only=wanted,
                                       lengths=lengths, bucket=config.length_bucket)
 
+        shape = getattr(model, "config", None)
+        if shape is not None and (config.align_layer >= shape.num_layers or config.align_heads > shape.num_heads):
+            raise UniMoEError(f"align_layer {config.align_layer} / align_heads {config.align_heads} do not fit a model of "
+                              f"{shape.num_layers} layers and {shape.num_heads} heads")
         self.device = self.dist.device
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(self.model, config)
@@ -175,8 +180,13 @@ class Trainer:
             batch = self._to_device(self.collate(examples, np.random.default_rng([self.seed, k, 1])))
             sync = m == c.grad_accum - 1 or not self.dist.enabled
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
-                out = self.ddp(**batch, aux_weight=weight)
+                out = self.ddp(**batch, aux_weight=weight, attention_layer=c.align_layer if c.align_weight else None)
                 loss = out.loss.float()
+                if c.align_weight:
+                    align = guided_attention_loss(out.attention.float(), batch["text_span"], batch["audio_span"],
+                                                  c.align_heads, c.align_sigma)
+                    loss = loss + c.align_weight * align
+                    sums["align_loss"] += align.item()
             finite = finite and bool(torch.isfinite(loss))
             (loss / per_step * world).backward()  # DDP averages over processes; this averages micro-batches
             sums["loss"] += loss.item()
@@ -211,14 +221,15 @@ class Trainer:
 
         # Reduce the logged numbers over processes.
         names = sorted(set(task_sum) | set(self.train_set.groups))
-        keys = ["loss", "codec_loss", "aux_loss", "experts_per_token"]
+        keys = ["loss", "codec_loss", "aux_loss", "experts_per_token", "align_loss"]
         vec = torch.tensor([sums[k] for k in keys] + [task_sum[g] for g in names] + [task_count[g] for g in names]
                            + codebook.tolist() + [tokens], dtype=torch.float64, device=self.device)
         vec = all_sum(vec, self.dist).cpu().tolist()
         n_keys, n_groups = len(keys), len(names)
         metrics = {k: vec[i] / per_step for i, k in enumerate(keys)}
-        if metrics["experts_per_token"] == 0:
-            metrics.pop("experts_per_token")
+        for key in ("experts_per_token", "align_loss"):
+            if metrics[key] == 0:
+                metrics.pop(key)
         for j, g in enumerate(names):
             if vec[n_keys + n_groups + j]:
                 metrics[f"loss/{g}"] = vec[n_keys + j] / vec[n_keys + n_groups + j]
@@ -231,28 +242,49 @@ class Trainer:
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean per-example loss on the validation split, per task group and overall (mean of groups).
+        """Mean per-example loss on the validation split, per task group and overall (mean of groups),
+        and for speech groups the alignment score `align/<group>`: the diagonal mass of the best head
+        of `align_layer` (model/alignment.py). The first speech item's attention map is kept under
+        attention/ for the picture drawn at the end.
 
         The same fixed items every time: the first eval_batches × batch items of each group."""
         if self.val_set is None:
             return {}
         self.ddp.eval()
+        c = self.config
         groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
-        n = self.config.eval_batches * self.micro_batch * self.dist.world_size
-        sums = torch.zeros(2 * len(groups), dtype=torch.float64, device=self.device)
+        n = c.eval_batches * self.micro_batch * self.dist.world_size
+        sums = torch.zeros(4 * len(groups), dtype=torch.float64, device=self.device)  # loss, items, align, speech items
+        snapshot = None
         for j, g in enumerate(groups):
             items = [i for i, x in enumerate(self.val_set.groups) if x == g][:n]
             mine = items[self.dist.rank:: self.dist.world_size]
             for start in range(0, len(mine), self.micro_batch):
                 examples = self._examples(mine[start: start + self.micro_batch], self.val_set)
+                batch = self._to_device(self.collate(examples))
                 with self._autocast():
-                    out = self.model(**self._to_device(self.collate(examples)), aux_weight=0.0)
+                    out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
                 sums[j] += out.example_losses.float().sum().double()
                 sums[len(groups) + j] += len(examples)
+                mass, has = diagonal_mass(out.attention.float(), batch["text_span"], batch["audio_span"], c.align_sigma)
+                sums[2 * len(groups) + j] += mass.max(dim=1).values[has].sum().double()
+                sums[3 * len(groups) + j] += has.sum()
+                if snapshot is None and bool(has.any()):
+                    i = int(torch.nonzero(has)[0])
+                    maps = alignment(out.attention.float(), batch["text_span"], batch["audio_span"], i)  # [H, T, N]
+                    snapshot = maps[: c.align_heads].mean(0) if c.align_weight else maps[mass[i].argmax()]
         sums = all_sum(sums, self.dist).cpu().tolist()
-        result = {f"eval/{g}": sums[j] / sums[len(groups) + j] for j, g in enumerate(groups) if sums[len(groups) + j]}
+        k = len(groups)
+        result = {f"eval/{g}": sums[j] / sums[k + j] for j, g in enumerate(groups) if sums[k + j]}
         if result:
             result["eval/loss"] = sum(result.values()) / len(result)
+        result.update({f"align/{g}": sums[2 * k + j] / sums[3 * k + j] for j, g in enumerate(groups) if sums[3 * k + j]})
+        if snapshot is not None and self.dist.is_main:
+            path = self.out_dir / "attention" / f"step-{self.step:07d}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, snapshot.cpu().numpy().astype(np.float16))
         return result
 
     # ---------------------------------------------------------------- checkpoints
@@ -330,6 +362,7 @@ class Trainer:
             log.close()
         if self.dist.is_main and self.step > start_step:
             plot_losses(metrics_path, self.out_dir / "loss.png", self.name)
+            plot_attention(self.out_dir / "attention", self.out_dir / "attention.png", self.name)
         return self.model
 
 
@@ -387,5 +420,30 @@ def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return png
+
+
+def plot_attention(snapshots: Path, png: Path, title: str, panels: int = 6) -> Path | None:
+    """Audio-to-text attention of one validation item at up to `panels` evaluations across training."""
+    found = sorted((int(m.group(1)), p) for p in Path(snapshots).glob("step-*.npy")
+                   if (m := re.search(r"step-(\d+)\.npy$", p.name)))
+    if not found:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [found[round(i * (len(found) - 1) / max(1, panels - 1))] for i in range(min(panels, len(found)))]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 2.8), squeeze=False)
+    for ax, (step, path) in zip(axes[0], dict(chosen).items()):
+        ax.imshow(np.load(path).astype(np.float32).T, origin="lower", aspect="auto", cmap="magma")
+        ax.set(title=f"step {step}", xlabel="audio frame")
+    axes[0][0].set_ylabel("text symbol")
+    fig.suptitle(f"{title}: audio-to-text attention of one validation item", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return png
