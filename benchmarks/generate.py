@@ -21,6 +21,7 @@ import torch
 from unimoe_audio.codec import DelayPattern, SpectralCodec, SpectralCodecConfig
 from unimoe_audio.data import TokenDataset
 from unimoe_audio.eval.suite import corpus_of
+from unimoe_audio.model.sequence import FrontendPrompts
 from unimoe_audio.model import (GenerationConfig, Generator, Request, SequenceCollator, TextFrontend, UniMoEAudio,
                                 UniMoEAudioConfig, UniMoEAudioModel, load_model)
 
@@ -85,7 +86,7 @@ def part_one(frames: int) -> None:
         torch.manual_seed(0)
         model = UniMoEAudioModel(UniMoEAudioConfig.preset(preset, text_vocab_size=len(frontend), **fields)).eval()
         params = sum(p.numel() for p in model.parameters())
-        gen = Generator(model, frontend)
+        gen = Generator(model, FrontendPrompts(frontend, DelayPattern(model.config.delays, model.config.codebook_size)))
         guided = cached_frames_per_s(gen, [request], frames, guidance_scale=3.0)
         greedy_cached = cached_frames_per_s(gen, [request], frames, temperature=0.0, guidance_scale=0.0)
         uncached = uncached_frames_per_s(gen, request, frames)
@@ -99,7 +100,7 @@ def part_two(model_dir: Path, frames: int) -> None:
     model, frontend = load_model(model_dir)
     if not model.moe_layers():
         return
-    gen = Generator(model, frontend)
+    gen = Generator(model, FrontendPrompts(frontend, DelayPattern(model.config.delays, model.config.codebook_size)))
     request = Request(task="t2m", caption="a fiddle tune on violin at 120 bpm in d major")
     tokens = corpus_of(model_dir) / "tokens"
     base = model.moe_layers()[0].config.top_p

@@ -5,9 +5,11 @@ import torch
 import pytest
 
 from unimoe_audio.cli.main import main
+from unimoe_audio.codec import DelayPattern
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, Generator, Request, UniMoEAudio, UniMoEAudioModel
 from unimoe_audio.model.generate import sample
+from unimoe_audio.model.sequence import FrontendPrompts
 
 from .conftest import C, K, tiny_config
 
@@ -139,8 +141,9 @@ def test_a_tiny_model_overfits_and_greedy_generation_reproduces_its_item(fronten
         opt.step()
     assert loss.item() < 0.05 * K
     model.eval()
-    codes = Generator(model, frontend).run([Request.from_example(item)],
-                                           GenerationConfig(max_frames=40, temperature=0.0, guidance_scale=0.0))[0]
+    prompts = FrontendPrompts(frontend, DelayPattern(model.config.delays, model.config.codebook_size))
+    codes = Generator(model, prompts).run([Request.from_example(item)],
+                                          GenerationConfig(max_frames=40, temperature=0.0, guidance_scale=0.0))[0]
     assert torch.equal(codes, item.codes)
 
 

@@ -1,8 +1,10 @@
-"""`unimoe-audio generate`: speech (tts, clone) or music from a trained model directory."""
+"""`unimoe-audio generate`: speech (tts, clone) or music from a trained model directory or a released
+checkpoint folder (which defaults to the released prompts and decoding)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from unimoe_audio.codec import save_audio
@@ -12,7 +14,8 @@ from unimoe_audio.model import GenerationConfig, UniMoEAudio
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate speech or music with a trained model")
-    p.add_argument("--model", type=Path, required=True, help="model directory (save_pretrained output)")
+    p.add_argument("--model", type=Path, required=True,
+                   help="model directory (save_pretrained output, a released checkpoint folder or a converted one)")
     p.add_argument("--task", choices=("tts", "clone", "music"), required=True)
     p.add_argument("--text", default="", help="what to say (tts, clone)")
     p.add_argument("--language", choices=("en", "zh"), default="en")
@@ -20,11 +23,16 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-audio", type=Path, help="voice to clone (clone)")
     p.add_argument("--prompt-text", default="", help="transcript of --prompt-audio (clone)")
     p.add_argument("--caption", default="", help="music description (music)")
-    p.add_argument("--duration", type=float, default=10.0, help="music length in seconds")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: 1 speech, 3 music)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=45)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--duration", type=float,
+                   help="music length in seconds (default 10; released checkpoints: until EOS, 2 to 19.6 s)")
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale (default: 1 speech; music 3, released checkpoints 10)")
+    p.add_argument("--temperature", type=float, help="default 1.0")
+    p.add_argument("--top-k", type=int, help="default 45")
+    p.add_argument("--top-p", type=float, help="default 1.0")
+    p.add_argument("--decoding", choices=("project", "released"),
+                   help="sampling and EOS rule (default: released for released checkpoints)")
+    p.add_argument("--eos-factor", type=float, help="EOS logit factor, released decoding (default 0.6 music, 1 speech)")
     p.add_argument("--moe-top-p", type=float, help="inference-time Top-P for the MoE routers (speed/quality)")
     p.add_argument("--seed", type=int)
     p.add_argument("--list-speakers", action="store_true", help="print the model's built-in speakers and exit")
@@ -39,16 +47,14 @@ def run(args) -> int:
         return 0
     if args.output is None:
         raise UniMoEError("give -o/--output FILE.wav")
-    fps = api.codec.frame_rate
-    if args.task == "music":
-        frames = max(1, round(args.duration * fps))
-        limits = dict(max_frames=frames, min_frames=frames)
-    else:
-        if not args.text.strip():
-            raise UniMoEError("--text is required for speech")
-        limits = dict(max_frames=api.speech_budget(args.text, args.language))
-    config = GenerationConfig(**limits, guidance_scale=args.guidance, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, seed=args.seed, moe_top_p=args.moe_top_p)
+    if args.task != "music" and not args.text.strip():
+        raise UniMoEError("--text is required for speech")
+    task = {"music": "t2m", "tts": "tts", "clone": "clone"}[args.task]
+    config: GenerationConfig = api.default_config(task, args.text, args.language, args.duration)
+    given = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, decoding=args.decoding,
+                 eos_logit_factor=args.eos_factor)
+    config = replace(config, **{k: v for k, v in given.items() if v is not None}, guidance_scale=args.guidance,
+                     seed=args.seed, moe_top_p=args.moe_top_p)
     start = time.perf_counter()
     if args.task == "music":
         wave, rate = api.music(args.caption, args.duration, config=config, progress=True)

@@ -3,26 +3,45 @@
 One batched forward per step covers every request's conditional and unconditional rows
 (logits = cond + s·(cond − uncond), REFERENCE.md §5). Codebook k holds BOS for its first
 delays[k] steps; once codebook 0 emits EOS at step e, codebook k is forced to EOS at step
-e + delays[k] and PAD after. EOS is taken only when it is codebook 0's most likely token (as
-in the released code) and never before `min_frames`; it is forced at `max_frames`.
+e + delays[k] and PAD after; EOS is forced at `max_frames`.
+
+Two decoding rules choose each frame (`GenerationConfig.decoding`):
+- "project": codes are sampled with per-codebook temperature/top-k/top-p; codebook 0 ends the
+  audio whenever EOS is its most likely token, never before `min_frames`.
+- "released": the released checkpoint's rule, reproduced draw for draw: before `min_frames` every
+  special token is masked, after it codebook 0 may emit EOS (its logit multiplied by the EOS
+  factor) and the others only codes; EOS survives sampling only where it is the arg-max; then
+  top-k, the released top-p rule and one `torch.multinomial` over all [B·K, V] rows per step.
+  The audio ends when codebook 0 *draws* EOS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from unimoe_audio.codec.delay import DelayPattern
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model.frontend import TextFrontend
-from unimoe_audio.model.sequence import Request, encode_prompt
+from unimoe_audio.model.sequence import Request, Segment
 from unimoe_audio.model.transformer import KVCache, UniMoEAudioModel
 
-DEFAULT_GUIDANCE = {"tts": 1.0, "clone": 1.0, "t2m": 3.0}
+DECODINGS = ("project", "released")
+# per decoding rule and task: guidance scale and EOS logit factor (REFERENCE.md §5 for "released")
+DEFAULT_GUIDANCE = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 3.0}, "released": {"tts": 1.0, "clone": 1.0, "t2m": 10.0}}
+DEFAULT_EOS_FACTOR = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 1.0}, "released": {"tts": 1.0, "clone": 1.0, "t2m": 0.6}}
 PerCodebook = float | int | Sequence[float]
+
+
+class PromptEncoder(Protocol):
+    """Turns a request into its prompt (ending with the all-BOS frame); names the pad and audio ids."""
+
+    pad_id: int
+    audio_id: int
+
+    def encode(self, request: Request, conditional: bool) -> Segment: ...
 
 
 @dataclass
@@ -37,8 +56,12 @@ class GenerationConfig:
     top_p: PerCodebook = 1.0
     seed: int | None = None
     moe_top_p: float | None = None  # inference-time Top-P override for the DCMoE layers
+    decoding: str = "project"  # or "released" (see the module docstring)
+    eos_logit_factor: float | None = None  # "released" only; None: DEFAULT_EOS_FACTOR for the task
 
     def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise UniMoEError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.max_frames < 1 or not 0 <= self.min_frames <= self.max_frames:
             raise UniMoEError(f"need 0 <= min_frames <= max_frames and max_frames >= 1, got {self.min_frames}, {self.max_frames}")
         if self.guidance_scale is not None and self.guidance_scale < 0:
@@ -76,11 +99,31 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     return torch.where(temperature[None, :] == 0, greedy, sampled)
 
 
+def released_sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, eos: int,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """The released sampler on float32 rows [N, V] -> [N]: the same operations in the same order,
+    so one seeded call draws exactly what the released code draws. temperature 0 = arg-max."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    eos_col = logits[:, eos]
+    logits[:, eos] = torch.where(logits.argmax(-1) != eos, torch.full_like(eos_col, -torch.inf), eos_col)
+    if top_k > 0:
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, logits.topk(top_k, dim=-1).indices, True)
+        logits = logits.masked_fill(~keep, -torch.inf)
+    if top_p < 1.0:
+        probs, order = logits.softmax(-1).sort(dim=-1, descending=True)
+        drop = probs.cumsum(-1) > top_p  # drop what follows the first token that crosses top_p
+        drop = torch.cat([torch.zeros_like(drop[:, :1]), drop[:, :-1]], dim=-1)
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -torch.inf)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
 class Generator:
     """Runs requests through a model: `run()` returns aligned codes, `steps()` yields progress."""
 
-    def __init__(self, model: UniMoEAudioModel, frontend: TextFrontend):
-        self.model, self.frontend = model, frontend
+    def __init__(self, model: UniMoEAudioModel, prompts: PromptEncoder):
+        self.model, self.prompts = model, prompts
         c = model.config
         self.pattern = DelayPattern(c.delays, c.codebook_size)
 
@@ -91,20 +134,22 @@ class Generator:
         model, pattern = self.model, self.pattern
         device = next(model.parameters()).device
         k, c = pattern.num_codebooks, model.config
-        scales = torch.tensor([r.guidance_scale if r.guidance_scale is not None else DEFAULT_GUIDANCE[r.task]
+        scales = torch.tensor([r.guidance_scale if r.guidance_scale is not None else DEFAULT_GUIDANCE[config.decoding][r.task]
                                if config.guidance_scale is None else config.guidance_scale for r in requests],
                               device=device)
+        eos_factor = torch.tensor([DEFAULT_EOS_FACTOR[config.decoding][r.task] if config.eos_logit_factor is None
+                                   else config.eos_logit_factor for r in requests], device=device)
         guided = bool((scales != 0).any())
-        prompts = [encode_prompt(self.frontend, pattern, r, True) for r in requests]
+        prompts = [self.prompts.encode(r, True) for r in requests]
         if guided:
-            prompts += [encode_prompt(self.frontend, pattern, r, False) for r in requests]
+            prompts += [self.prompts.encode(r, False) for r in requests]
         rows, b = len(prompts), len(requests)
         width = max(p.tokens.shape[0] for p in prompts)
         total = width + config.max_frames + 1 + pattern.max_delay
         if total > c.max_positions:
             raise UniMoEError(f"prompt ({width}) + {config.max_frames} frames exceeds the model's {c.max_positions} "
                               "positions; ask for a shorter duration")
-        tokens = torch.full((rows, width), self.frontend["<pad>"], dtype=torch.long)
+        tokens = torch.full((rows, width), self.prompts.pad_id, dtype=torch.long)
         audio = torch.full((rows, k, width), pattern.pad, dtype=torch.long)
         is_audio = torch.zeros(rows, width, dtype=torch.bool)
         valid = torch.zeros(rows, width, dtype=torch.bool)
@@ -116,6 +161,8 @@ class Generator:
         positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
 
         temperature, top_k, top_p = (config.per_codebook(n, k, device) for n in ("temperature", "top_k", "top_p"))
+        if config.decoding == "released" and any(bool((t != t[0]).any()) for t in (temperature, top_k, top_p)):
+            raise UniMoEError("released decoding takes one temperature, top-k and top-p for all codebooks")
         gen = torch.Generator(device=device)
         gen.manual_seed(torch.seed() if config.seed is None else config.seed)
         delays = torch.tensor(pattern.delays, device=device)
@@ -138,7 +185,11 @@ class Generator:
                     if guided:
                         cond, uncond = logits[:b], logits[b:]
                         logits = cond + scales[:, None, None] * (cond - uncond)
-                    frame = self._constrain(logits, step, eos_at, delays, config, temperature, top_k, top_p, gen)
+                    if config.decoding == "released":
+                        frame = self._released_frame(logits, step, eos_at, config, eos_factor, temperature, top_k, top_p, gen)
+                    else:
+                        frame = self._project_frame(logits, step, eos_at, config, temperature, top_k, top_p, gen)
+                    frame = self._force(frame, step, eos_at, delays)
                     frames = torch.cat([frames, frame[..., None]], dim=-1)
                     yield frames, eos_at
                     if bool((eos_at >= 0).all()) and step >= int(eos_at.max()) + pattern.max_delay:
@@ -146,7 +197,7 @@ class Generator:
                     feed = frame.repeat(2, 1) if guided else frame
                     cache.key_valid[:, cache.length] = True
                     step_mask = cache.key_valid[:, None, None, :cache.length + 1]
-                    hidden, _, _ = model.hidden(torch.full((rows, 1), self.frontend["<audio>"], device=device),
+                    hidden, _, _ = model.hidden(torch.full((rows, 1), self.prompts.audio_id, device=device),
                                                 feed[..., None], torch.ones(rows, 1, dtype=torch.bool, device=device),
                                                 next_pos, cache=cache, attn_mask=step_mask)
                     cache.length += 1
@@ -154,16 +205,37 @@ class Generator:
         finally:
             model.set_top_p(None)
 
-    def _constrain(self, logits, step, eos_at, delays, config, temperature, top_k, top_p, gen) -> torch.Tensor:
-        """Sample one delayed frame [B, K] under the delay pattern's rules."""
+    def _project_frame(self, logits, step, eos_at, config, temperature, top_k, top_p, gen) -> torch.Tensor:
+        """One frame [B, K] by the project's rule; records codebook 0's EOS step in `eos_at`."""
         p = self.pattern
         codes_only = logits.clone()
         codes_only[..., p.codebook_size:] = float("-inf")
         frame = sample(codes_only, temperature, top_k, top_p, gen)
         if step >= max(config.min_frames, 1):  # codebook 0 may end the audio where EOS is its arg-max
             wants_eos = (logits[:, 0].argmax(-1) == p.eos) | (step >= config.max_frames)
-            newly = (eos_at < 0) & wants_eos
-            eos_at[newly] = step
+            eos_at[(eos_at < 0) & wants_eos] = step
+        return frame
+
+    def _released_frame(self, logits, step, eos_at, config, eos_factor, temperature, top_k, top_p, gen) -> torch.Tensor:
+        """One frame [B, K] by the released rule; records codebook 0's EOS step in `eos_at`."""
+        p = self.pattern
+        b, k, _ = logits.shape
+        logits = logits.clone()
+        if step >= config.min_frames:
+            logits[:, :, p.eos + 1:] = -torch.inf  # PAD and BOS never
+            logits[:, 1:, p.eos:] = -torch.inf  # only codebook 0 may say EOS
+        else:
+            logits[:, :, p.eos:] = -torch.inf
+        logits[:, 0, p.eos] *= eos_factor
+        frame = released_sample(logits.reshape(b * k, -1), float(temperature[0]), int(top_k[0]), float(top_p[0]), p.eos,
+                                gen).view(b, k)
+        wants_eos = (frame[:, 0] == p.eos) | (step >= config.max_frames)
+        eos_at[(eos_at < 0) & wants_eos] = step
+        return frame
+
+    def _force(self, frame, step, eos_at, delays) -> torch.Tensor:
+        """The delay pattern's BOS, EOS and PAD on a chosen frame [B, K]."""
+        p = self.pattern
         ended = eos_at >= 0
         offset = step - eos_at[:, None]  # [B, 1] steps since codebook 0's EOS
         frame = torch.where(ended[:, None] & (offset == delays[None]), torch.full_like(frame, p.eos), frame)

@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from unimoe_audio.codec import Codec, load_audio, load_codec
+from unimoe_audio.codec import Codec, DelayPattern, load_audio, load_codec
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, write_json
 from unimoe_audio.model.config import UniMoEAudioConfig
 from unimoe_audio.model.frontend import TextFrontend
-from unimoe_audio.model.generate import GenerationConfig, Generator
-from unimoe_audio.model.sequence import Request
+from unimoe_audio.model.generate import GenerationConfig, Generator, PromptEncoder
+from unimoe_audio.model.sequence import FrontendPrompts, Request
 from unimoe_audio.model.transformer import UniMoEAudioModel
 
 MODEL_TYPE = "unimoe-audio"
@@ -77,12 +77,14 @@ def check_prompt(wave: np.ndarray, rate: int) -> None:
 class UniMoEAudio:
     """Generate speech and music: `UniMoEAudio.from_pretrained(path).tts("Hello.", language="en", speaker=...)`."""
 
-    def __init__(self, model: UniMoEAudioModel, frontend: TextFrontend, codec: Codec):
+    def __init__(self, model: UniMoEAudioModel, frontend: TextFrontend | None, codec: Codec,
+                 prompts: PromptEncoder | None = None):
         if codec.num_codebooks != model.config.num_codebooks or codec.codebook_size != model.config.codebook_size:
             raise UniMoEError(f"codec has {codec.num_codebooks}×{codec.codebook_size} codes, the model expects "
                               f"{model.config.num_codebooks}×{model.config.codebook_size}")
         self.model, self.frontend, self.codec = model.eval(), frontend, codec
-        self.generator = Generator(model, frontend)
+        pattern = DelayPattern(model.config.delays, model.config.codebook_size)
+        self.generator = Generator(model, prompts or FrontendPrompts(frontend, pattern))
 
     @property
     def sample_rate(self) -> int:
@@ -90,10 +92,16 @@ class UniMoEAudio:
 
     @property
     def speakers(self) -> list[str]:
-        return self.frontend.speakers
+        return self.frontend.speakers if self.frontend is not None else []
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str = "cpu") -> "UniMoEAudio":
+    def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> "UniMoEAudio":
+        """A model saved by `save_pretrained`, a released checkpoint folder or one converted from it
+        (`dtype`: the weights' dtype for released folders; their stored dtype by default)."""
+        from unimoe_audio.model.released import ReleasedUniMoEAudio, is_released_or_converted
+
+        if is_released_or_converted(directory):
+            return ReleasedUniMoEAudio.load(directory, device, dtype)
         model, frontend = load_model(directory, device)
         if not (Path(directory) / "codec").is_dir():
             raise UniMoEError(f"{directory} has no codec/ directory")
@@ -130,6 +138,20 @@ class UniMoEAudio:
             return np.zeros(0, dtype=np.float32)
         return self.codec.decode(codes[None])[0].numpy().astype(np.float32)
 
+    def default_config(self, task: str, text: str = "", language: str = "en",
+                       duration: float | None = None) -> GenerationConfig:
+        """Generation settings when none are given: speech up to `speech_budget`, music of exactly
+        `duration` seconds (10 s by default)."""
+        if task == "t2m":
+            frames = self.music_frames(10.0 if duration is None else duration)
+            return GenerationConfig(max_frames=frames, min_frames=frames)
+        return GenerationConfig(max_frames=self.speech_budget(text, language))
+
+    def music_frames(self, duration: float) -> int:
+        if duration <= 0:
+            raise UniMoEError(f"duration must be positive, got {duration}")
+        return max(1, round(duration * self.codec.frame_rate))
+
     def tts(self, text: str, language: str = "en", speaker: str | None = None, prompt_audio=None,
             prompt_text: str = "", config: GenerationConfig | None = None, progress: bool = False):
         """Speech in a built-in `speaker`, or cloning the voice of `prompt_audio` (with its transcript)."""
@@ -137,17 +159,14 @@ class UniMoEAudio:
             raise UniMoEError("give either speaker= (a built-in voice) or prompt_audio= and prompt_text= (cloning)")
         task = "tts" if prompt_audio is None else "clone"
         request = self.request(task, text, language, speaker, prompt_audio=prompt_audio, prompt_text=prompt_text)
-        config = config or GenerationConfig(max_frames=self.speech_budget(text, language))
+        config = config or self.default_config(task, text, language)
         return self.generate([request], config, progress)[0], self.sample_rate
 
-    def music(self, caption: str, duration: float = 10.0, config: GenerationConfig | None = None,
+    def music(self, caption: str, duration: float | None = None, config: GenerationConfig | None = None,
               progress: bool = False):
         if not caption or not caption.strip():
             raise UniMoEError("the music caption is empty")
-        if duration <= 0:
-            raise UniMoEError(f"duration must be positive, got {duration}")
-        frames = max(1, round(duration * self.codec.frame_rate))
-        config = config or GenerationConfig(max_frames=frames, min_frames=frames)
+        config = config or self.default_config("t2m", duration=duration)
         return self.generate([self.request("t2m", caption=caption)], config, progress)[0], self.sample_rate
 
     def speech_budget(self, text: str, language: str) -> int:

@@ -105,6 +105,25 @@ def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Reques
     return Segment(torch.cat(tokens), torch.cat(audio, dim=1), torch.cat(is_audio))
 
 
+@dataclass
+class FrontendPrompts:
+    """The project's prompts (`encode_prompt`) for generation."""
+
+    frontend: TextFrontend
+    pattern: DelayPattern
+
+    @property
+    def pad_id(self) -> int:
+        return self.frontend["<pad>"]
+
+    @property
+    def audio_id(self) -> int:
+        return self.frontend["<audio>"]
+
+    def encode(self, request: Request, conditional: bool) -> Segment:
+        return encode_prompt(self.frontend, self.pattern, request, conditional)
+
+
 class SequenceCollator:
     """Examples -> a right-padded training batch (see `UniMoEAudioModel.forward`).
 

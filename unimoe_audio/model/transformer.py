@@ -137,15 +137,29 @@ class UniMoEAudioModel(nn.Module):
         self.layers = nn.ModuleList(Block(c) for _ in range(c.num_layers))
         self.norm = RMSNorm(c.hidden_size, c.norm_eps)
         self.head = nn.Linear(c.hidden_size, c.num_codebooks * v, bias=False)
-        self.register_buffer("codebook_offsets", torch.arange(c.num_codebooks) * v, persistent=False)
-        cos, sin = rope_tables(c.head_dim, c.max_positions, c.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        for name in ("codebook_offsets", "rope_cos", "rope_sin"):
+            self.register_buffer(name, None, persistent=False)
+        self.reset_buffers()
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=c.init_std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
+
+    @classmethod
+    def empty(cls, config: UniMoEAudioConfig) -> "UniMoEAudioModel":
+        """The model with parameters on the meta device (no memory, no init), to be filled with
+        `load_state_dict(..., assign=True)`; buffers are real (CPU)."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.reset_buffers("cpu")
+        return model
+
+    def reset_buffers(self, device=None) -> None:
+        """(Re)compute the non-persistent buffers: codebook offsets and RoPE tables."""
+        c = self.config
+        self.codebook_offsets = torch.arange(c.num_codebooks, device=device) * c.audio_vocab_size
+        self.rope_cos, self.rope_sin = (t.to(device) for t in rope_tables(c.head_dim, c.max_positions, c.rope_theta))
 
     def embed(self, tokens: torch.Tensor, audio: torch.Tensor, is_audio: torch.Tensor) -> torch.Tensor:
         """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]."""
@@ -164,9 +178,9 @@ class UniMoEAudioModel(nn.Module):
         if int(positions.max()) >= self.config.max_positions:
             raise UniMoEError(f"sequence of {int(positions.max()) + 1} positions exceeds max_positions "
                               f"{self.config.max_positions}; shorten the text or the requested duration")
-        cos = self.rope_cos[positions][:, None]  # [B, 1, L, hd]
-        sin = self.rope_sin[positions][:, None]
         x = self.embed(tokens, audio, is_audio)
+        cos = self.rope_cos[positions][:, None].to(x.dtype)  # [B, 1, L, hd]
+        sin = self.rope_sin[positions][:, None].to(x.dtype)
         moe_outputs, attention = [], None
         for i, layer in enumerate(self.layers):
             x, moe, probs = layer(x, cos, sin, i, cache, attn_mask, pad_mask, need_weights=i == attention_layer)

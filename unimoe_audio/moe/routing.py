@@ -8,6 +8,7 @@ loops over rows or over k: selection is a sort, a cumulative sum and a scatter.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _sorted_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -34,7 +35,8 @@ def top_p_routing(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, tor
     so the first expert is always kept and the set is minimal.
     """
     probs, sorted_probs, order = _sorted_probs(logits)
-    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # [N, E]
+    # the running sum shifted by one (not cumsum - p, whose rounding can differ at the threshold)
+    mass_before = F.pad(torch.cumsum(sorted_probs, dim=-1)[:, :-1], (1, 0))  # [N, E]
     mask = _mask_from_sorted(mass_before < top_p, order)
     return mask, _renormalise(probs, mask)
 
@@ -69,7 +71,7 @@ def official_weights(
     competitors = torch.where(competing, other, torch.full_like(other.expand_as(competing), -torch.inf))
     r_sorted = torch.exp(z_sorted - torch.logsumexp(competitors, dim=-1))  # [N, E]
     r = torch.zeros_like(z).scatter(-1, order, r_sorted) * mask
-    r = r / r.sum(dim=-1, keepdim=True)
+    r = r / (r.sum(dim=-1, keepdim=True) + 1e-6)  # the released normalisation, epsilon included
     # Step 3: softmax over {selected} ∪ {shared}.
     joint = torch.cat([z.masked_fill(~mask, -torch.inf), shared_logits.float()], dim=-1)
     g = torch.softmax(joint, dim=-1)
