@@ -128,3 +128,33 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
     w2 = UniMoEAudio.from_pretrained(tmp_path / "two" / "baselines" / "naive-joint" / "model").model.state_dict()
     for key in w1:
         torch.testing.assert_close(w1[key], w2[key], rtol=1e-4, atol=1e-5)
+
+
+def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tmp_path):
+    """With a backbone stage every specialist starts from the backbone's weights (not from scratch),
+    the guided alignment is logged, and eval-checkpoints scores each kept checkpoint with the judges."""
+    from unimoe_audio.eval.checkpoints import judge_checkpoints
+    from unimoe_audio.model import load_model
+
+    guided = {**STAGE, "align_weight": 1.0, "align_layer": 1}
+    recipe = recipe_from_dict(recipe_dict(corpus, tmp_path / "run", backbone_groups=["speech-en"],
+                                          stages={"backbone": {**guided, "checkpoint_every": 1, "keep_checkpoints": 3},
+                                                  "specialists": {**STAGE, "steps": 1, "lr": 1e-9}}))
+    run_recipe(recipe, "specialists", progress=False)
+    out = tmp_path / "run"
+    backbone, _ = load_model(out / "backbone" / "model")
+    for group in ("speech-en", "speech-zh", "music"):
+        specialist, _ = load_model(out / "specialists" / group / "model")
+        # One step at LR 1e-9 leaves the backbone's weights (fresh weights would differ everywhere).
+        assert torch.allclose(specialist.embed_text.weight, backbone.embed_text.weight, atol=1e-6)
+    rows = read_metrics(out / "backbone" / "metrics.jsonl")
+    assert any("align_loss" in r for r in rows) and any("align/speech-en" in r for r in rows)
+    assert all(r.get("loss/speech-zh") is None for r in rows)  # the backbone saw English only
+    assert (out / "backbone" / "attention.png").stat().st_size > 0
+    judged = judge_checkpoints(out / "backbone", per_task=1, progress=False)
+    assert [r["step"] for r in judged] == [1, 2, 3]
+    assert all(r["English WER"] is not None and r["Mandarin CER"] is None for r in judged)
+    assert (out / "backbone" / "judged.png").stat().st_size > 0
+    assert judge_checkpoints(out / "backbone", per_task=1, progress=False) == judged  # nothing judged twice
+    with pytest.raises(UniMoEError, match="no backbone stage"):
+        run_recipe(recipe_from_dict(recipe_dict(corpus, tmp_path / "other")), "backbone", progress=False)

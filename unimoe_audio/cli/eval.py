@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from unimoe_audio.errors import UniMoEError
+
+from unimoe_audio.eval.checkpoints import judge_checkpoints
 from unimoe_audio.eval.routing import analyze_routing
 from unimoe_audio.eval.suite import evaluate
 
@@ -19,6 +22,14 @@ def register(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=run_eval)
 
+    c = subparsers.add_parser("eval-checkpoints", help="the judges' scores across training: every kept checkpoint of a stage")
+    c.add_argument("--stage-dir", type=Path, required=True, help="a stage of a run, e.g. runs/pretrained/backbone")
+    c.add_argument("--split", default="validation", choices=("train", "validation", "test"))
+    c.add_argument("--per-task", type=int, default=4, help="items per task and group (the same ones at every step)")
+    c.add_argument("--every", type=int, default=1, help="judge every N-th kept checkpoint (the newest always)")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=run_checkpoints)
+
     r = subparsers.add_parser("analyze-routing", help="plot how the MoE routes speech and music tokens")
     r.add_argument("--model", type=Path, required=True)
     r.add_argument("--split", default="validation", choices=("train", "validation", "test"))
@@ -31,6 +42,16 @@ def run_eval(args) -> int:
     report = evaluate(args.model, args.split, args.corpus, args.out, args.per_task, args.seed, args.max_music_seconds)
     print((Path(report["output"]) / "results.md").read_text(), end="")
     print(f"results: {report['output']}/results.json, results.md; generated audio in {report['output']}/audio/")
+    return 0
+
+
+def run_checkpoints(args) -> int:
+    if args.per_task < 1 or args.every < 1:
+        raise UniMoEError("--per-task and --every must be positive")
+    rows = judge_checkpoints(args.stage_dir, args.split, args.per_task, args.every, args.seed)
+    for row in rows:
+        print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if v is not None))
+    print(f"scores: {args.stage_dir}/judged.jsonl, judged.png; models: {args.stage_dir}/exports/")
     return 0
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,15 +163,33 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
     audio_dir = out / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, tuple[dict | None, str | None]] = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = pool.map(_render, items, [str(audio_dir)] * len(items), chunksize=4)
-        for item_id, extra, error in tqdm(futures, total=len(items), desc=f"building {size} corpus", unit="item",
-                                          disable=not progress):
-            results[item_id] = (extra, error)
-
     target_music = SIZES[size].music
+    speech = [item for item in items if item["task"] != "t2m"]
+    candidates = iter(item for item in items if item["task"] == "t2m")
+    workers = max(1, workers)
+    with ProcessPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(speech) + target_music, desc=f"building {size} corpus", unit="item", disable=not progress) as bar:
+        for item_id, extra, error in pool.map(_render, speech, [str(audio_dir)] * len(speech), chunksize=4):
+            results[item_id] = (extra, error)
+            bar.update()
+        # Music candidates in plan order until `target_music` have rendered (some scores fail to parse).
+        running, rendered = deque(), 0
+        while rendered < target_music:
+            while len(running) < 2 * workers and (item := next(candidates, None)) is not None:
+                running.append(pool.submit(_render, item, str(audio_dir)))
+            if not running:
+                break
+            item_id, extra, error = running.popleft().result()
+            results[item_id] = (extra, error)
+            rendered += error is None
+            bar.update(error is None)
+        for future in running:
+            future.cancel()
+
     entries, skipped, music_kept = [], [], 0
     for item in items:
+        if item["id"] not in results:  # a music candidate not needed
+            continue
         extra, error = results[item["id"]]
         if error:
             skipped.append({"id": item["id"], "reason": error})

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from unimoe_audio.data import MixtureSampler, TokenDataset
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path
+from unimoe_audio.io import atomic_path, write_json
 from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attention_loss
 from unimoe_audio.moe import AuxLossSchedule
 from unimoe_audio.train.config import StageConfig
@@ -339,6 +339,8 @@ class Trainer:
         elif not resume and self.dist.is_main and list_checkpoints(self.ckpt_dir):
             raise UniMoEError(f"{self.ckpt_dir} already holds checkpoints; pass --resume to continue the run "
                               f"or choose another --out")
+        if self.dist.is_main and hasattr(self.model, "config"):  # what eval/checkpoints.py needs to rebuild a checkpoint
+            write_json(self.out_dir / "stage.json", {"model": self.model.config.to_dict(), "groups": sorted(self.sampler.by_group)})
         log = MetricsLog(metrics_path, self.out_dir / "tensorboard", self.step, enabled=self.dist.is_main)
         bar = tqdm(total=c.steps, initial=self.step, desc=self.name, unit="step",
                    disable=not (self.progress and self.dist.is_main))

@@ -1,0 +1,111 @@
+"""`unimoe-audio eval-checkpoints`: the judges' scores across training.
+
+Validation loss says how well a model predicts codes; only the judges say whether it speaks.
+Every kept checkpoint of a stage (`<run>/<stage>/checkpoints/step-N.pt`) is exported as a model
+directory (`<stage>/exports/step-N/`) and evaluated on the same few validation items of the
+stage's task groups with `evaluate` (Whisper-base WER/CER, speaker similarity, music adherence);
+the scores go to `<stage>/judged.jsonl` and `<stage>/judged.png`. Finished checkpoints are not
+judged again, so the command can run while training goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from unimoe_audio.codec import load_codec
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.eval.suite import evaluate
+from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.model import TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, save_model
+from unimoe_audio.train.config import recipe_from_dict
+from unimoe_audio.train.trainer import list_checkpoints, read_metrics
+
+# Scores drawn per step: (results.json path, label).
+SCORES = ((("speech-en", "wer_whisper"), "English WER"), (("speech-zh", "cer_whisper"), "Mandarin CER"),
+          (("clone", "similarity"), "clone similarity"), (("music", "generated", "tempo_accuracy"), "tempo accuracy"),
+          (("music", "generated", "key_accuracy"), "key accuracy"))
+
+
+def _run_dir(stage_dir: Path) -> Path:
+    for parent in (stage_dir, *stage_dir.parents):
+        if (parent / "recipe.json").is_file():
+            return parent
+    raise UniMoEError(f"{stage_dir} is not inside a training run (no recipe.json above it)")
+
+
+def export(checkpoint: Path, stage_dir: Path, out: Path) -> Path:
+    """A complete model directory from one trainer checkpoint."""
+    if (out / "model.safetensors").is_file():
+        return out
+    run = _run_dir(stage_dir)
+    info = json.loads((stage_dir / "stage.json").read_text()) if (stage_dir / "stage.json").is_file() else None
+    if info is None:
+        raise UniMoEError(f"{stage_dir}/stage.json is missing (written when a stage starts training)")
+    recipe = recipe_from_dict(json.loads((run / "recipe.json").read_text()))
+    model = UniMoEAudioModel(UniMoEAudioConfig.from_dict(info["model"]))
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise UniMoEError(f"checkpoint {checkpoint} cannot be read ({err})") from None
+    model.load_state_dict(state["model"])
+    save_model(out, model, TextFrontend.load(run / "frontend.json"))
+    load_codec(recipe.corpus.codec_dir).save_pretrained(out / "codec")
+    write_json(out / "training.json", {"stage": stage_dir.name, "step": int(state["step"]),
+                                       "corpus": str(Path(recipe.corpus.path).resolve())})
+    return out
+
+
+def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task: int = 4, every: int = 1,
+                      seed: int = 0, progress: bool = True) -> list[dict]:
+    """Judge every `every`-th kept checkpoint of a stage (and its final model); returns one row per step."""
+    stage_dir = Path(stage_dir)
+    checkpoints = list_checkpoints(stage_dir / "checkpoints")[::-1][::every][::-1]  # always the newest
+    if not checkpoints:
+        raise UniMoEError(f"no checkpoints in {stage_dir / 'checkpoints'}")
+    groups = tuple(json.loads((stage_dir / "stage.json").read_text())["groups"]) if (stage_dir / "stage.json").is_file() else None
+    log = stage_dir / "judged.jsonl"
+    rows = {r["step"]: r for r in read_metrics(log)} if log.is_file() else {}
+    for checkpoint in tqdm(checkpoints, desc=f"judging {stage_dir.name}", unit="checkpoint", disable=not progress):
+        step = int(checkpoint.stem.split("-")[1])
+        if step in rows:
+            continue
+        model_dir = export(checkpoint, stage_dir, stage_dir / "exports" / f"step-{step:07d}")
+        report = evaluate(model_dir, split, per_task=per_task, seed=seed, groups=groups, progress=False,
+                          out=model_dir / f"eval-{split}")
+        rows[step] = {"step": step, **{label: _get(report, path) for path, label in SCORES}}
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rows[step]) + "\n")
+    ordered = [rows[s] for s in sorted(rows)]
+    plot_judged(ordered, stage_dir / "judged.png", stage_dir.name)
+    return ordered
+
+
+def _get(report: dict, path: tuple) -> float | None:
+    for key in path:
+        report = report.get(key) if isinstance(report, dict) else None
+    return report if isinstance(report, (int, float)) and math.isfinite(report) else None
+
+
+def plot_judged(rows: list[dict], png: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for _, label in SCORES:
+        pts = [(r["step"], r[label]) for r in rows if r.get(label) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+    ax.set(xlabel="optimizer step", ylabel="score", title=f"{title}: the judges on validation items")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return png
