@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from unimoe_audio.errors import UniMoEError
 
 TYPES = {400: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
-         429: "rate_limit_error", 499: "cancelled", 503: "server_error", 500: "server_error"}
+         429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
 class ApiError(Exception):
