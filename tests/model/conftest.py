@@ -42,8 +42,12 @@ def examples():
     return out
 
 
-@pytest.fixture(scope="session")
-def codec():
+def tiny_codec() -> SpectralCodec:
     config = SpectralCodecConfig(num_codebooks=K, codebook_size=C, n_mels=32, griffin_lim_iters=2)
     gen = torch.Generator().manual_seed(0)
     return SpectralCodec(config, torch.zeros(32), torch.ones(32), torch.randn(K, C, 32, generator=gen) * 0.1)
+
+
+@pytest.fixture(scope="session")
+def codec():
+    return tiny_codec()

@@ -102,6 +102,43 @@ def test_streaming_yields_the_whole_clip_in_chunks(api, examples):
     assert len(chunks) >= 3 and sum(len(c) for c in chunks) == len(full)
 
 
+def test_each_request_keeps_its_own_length_in_a_shared_batch(api, examples):
+    tts, music = requests(examples)[0], requests(examples)[3]
+    tts.max_frames, music.max_frames, music.min_frames = 5, 12, 12
+    config = GenerationConfig(max_frames=40, temperature=0.0)
+    speech, played = api.generator.run([tts, music], config)
+    assert speech.shape[-1] <= 5 and played.shape[-1] == 12
+    assert torch.equal(api.generator.run([music], config)[0], played)
+
+
+def test_cancelled_requests_leave_the_batch_and_the_others_are_unchanged(api, examples):
+    config = GenerationConfig(max_frames=10, min_frames=10, temperature=0.0)
+    reqs = requests(examples)
+    expected = api.generator.run(reqs, config)
+    cancelled, steps = set(), 0
+    for steps, (frames, eos_at) in enumerate(api.generator.steps(reqs, config, cancelled), start=1):
+        if steps == 3:
+            cancelled.update({0, 2})
+    aligned = api.generator.pattern.revert(frames)
+    for i in (1, 3):
+        assert torch.equal(aligned[i, :, : int(eos_at[i])], expected[i])
+    cancelled, steps = set(), 0
+    for steps, _ in enumerate(api.generator.steps(reqs, config, cancelled), start=1):
+        cancelled.update(range(len(reqs)))
+    assert steps == 1  # nobody left: generation stops at once
+
+
+def test_audio_chunks_whole_clip_mode_equals_generate(api, examples):
+    from unimoe_audio.model import AudioChunks
+
+    config = GenerationConfig(max_frames=12, min_frames=12, seed=2)
+    audio, wave = AudioChunks(api, chunk_frames=None), None
+    for frames, eos_at in api.generator.steps([requests(examples)[3]], config):
+        wave = audio.push(frames[0], int(eos_at[0]))
+        assert (wave is not None) == audio.finished
+    assert wave is not None and (wave == api.generate([requests(examples)[3]], config)[0]).all()
+
+
 def test_generate_cli(api, tmp_path, capsys):
     api.save_pretrained(tmp_path / "model")
     out = tmp_path / "speech.wav"

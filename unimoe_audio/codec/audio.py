@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -31,17 +32,21 @@ def resample(wave: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray
     return soxr.resample(wave.T, sample_rate, target_rate).T.astype(np.float32).copy()
 
 
-def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file as mono float32 [T], resampled to `sample_rate` when given."""
-    path = Path(path)
-    if not path.is_file():
-        raise UniMoEError(f"audio file not found: {path}")
+def load_audio(source: str | Path | BinaryIO, sample_rate: int | None = None,
+               name: str | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file (a path, or an open binary file called `name` in messages) as mono
+    float32 [T], resampled to `sample_rate` when given."""
+    if isinstance(source, (str, Path)):
+        name = Path(source)
+        if not name.is_file():
+            raise UniMoEError(f"audio file not found: {name}")
+        source = str(name)
     try:
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
+        wave, rate = sf.read(source, dtype="float32", always_2d=True)  # [T, C]
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise UniMoEError(f"cannot read audio file {path}: {err}") from None
+        raise UniMoEError(f"cannot read audio file {name}: {err}") from None
     wave = wave.mean(axis=1)
-    _check_samples(wave, str(path))
+    _check_samples(wave, str(name))
     if sample_rate is not None:
         wave, rate = resample(wave, rate, sample_rate), sample_rate
     return wave, rate

@@ -3,7 +3,8 @@
 One batched forward per step covers every request's conditional and unconditional rows
 (logits = cond + s·(cond − uncond), REFERENCE.md §5). Codebook k holds BOS for its first
 delays[k] steps; once codebook 0 emits EOS at step e, codebook k is forced to EOS at step
-e + delays[k] and PAD after; EOS is forced at `max_frames`.
+e + delays[k] and PAD after; EOS is forced at `max_frames`. A request's own `max_frames` /
+`min_frames` override the config's, so speech and music of any lengths share one batch.
 
 Two decoding rules choose each frame (`GenerationConfig.decoding`):
 - "project": codes are sampled with per-codebook temperature/top-k/top-p; codebook 0 ends the
@@ -18,7 +19,7 @@ Two decoding rules choose each frame (`GenerationConfig.decoding`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Collection, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -127,8 +128,14 @@ class Generator:
         c = model.config
         self.pattern = DelayPattern(c.delays, c.codebook_size)
 
-    def steps(self, requests: list[Request], config: GenerationConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet) each step."""
+    def steps(self, requests: list[Request], config: GenerationConfig,
+              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet) each step.
+
+        `cancelled` holds indices of requests to stop and may grow while iterating (a set the caller
+        fills): from the next step their rows leave the batch, KV cache included, and their entries
+        in the yielded tensors mean nothing. Generation ends when every other request has ended.
+        """
         if not requests:
             raise UniMoEError("nothing to generate: no requests")
         model, pattern = self.model, self.pattern
@@ -139,15 +146,20 @@ class Generator:
                               device=device)
         eos_factor = torch.tensor([DEFAULT_EOS_FACTOR[config.decoding][r.task] if config.eos_logit_factor is None
                                    else config.eos_logit_factor for r in requests], device=device)
+        max_frames = torch.tensor([config.max_frames if r.max_frames is None else r.max_frames for r in requests],
+                                  device=device)
+        min_frames = torch.tensor([config.min_frames if r.min_frames is None else r.min_frames for r in requests],
+                                  device=device).minimum(max_frames)
+        longest = int(max_frames.max())
         guided = bool((scales != 0).any())
         prompts = [self.prompts.encode(r, True) for r in requests]
         if guided:
             prompts += [self.prompts.encode(r, False) for r in requests]
         rows, b = len(prompts), len(requests)
         width = max(p.tokens.shape[0] for p in prompts)
-        total = width + config.max_frames + 1 + pattern.max_delay
+        total = width + longest + 1 + pattern.max_delay
         if total > c.max_positions:
-            raise UniMoEError(f"prompt ({width}) + {config.max_frames} frames exceeds the model's {c.max_positions} "
+            raise UniMoEError(f"prompt ({width}) + {longest} frames exceeds the model's {c.max_positions} "
                               "positions; ask for a shorter duration")
         tokens = torch.full((rows, width), self.prompts.pad_id, dtype=torch.long)
         audio = torch.full((rows, k, width), pattern.pad, dtype=torch.long)
@@ -167,6 +179,7 @@ class Generator:
         gen.manual_seed(torch.seed() if config.seed is None else config.seed)
         delays = torch.tensor(pattern.delays, device=device)
         eos_at = torch.full((b,), -1, dtype=torch.long, device=device)
+        live = torch.arange(b, device=device)  # requests still in the batch; rows are [cond(live), uncond(live)]
         frames = torch.empty(b, k, 0, dtype=torch.long, device=device)
         cache = KVCache(c, rows, total, device, next(model.parameters()).dtype)
         cache.key_valid[:, :width] = valid
@@ -180,23 +193,40 @@ class Generator:
                                             attn_mask=mask[:, None])
                 cache.length = width
                 next_pos = positions[:, -1:] + 1
-                for step in range(config.max_frames + 1 + pattern.max_delay):
+                for step in range(longest + 1 + pattern.max_delay):
+                    stay = torch.tensor([i not in cancelled for i in live.tolist()], device=device)
+                    if not stay.all():
+                        live = live[stay]
+                        if live.numel() == 0:
+                            return
+                        rows_stay = stay.repeat(2) if guided else stay
+                        hidden, next_pos = hidden[rows_stay], next_pos[rows_stay]
+                        cache.keep(rows_stay)
+                    n = live.numel()
                     logits = model.logits(hidden[:, -1]).float()  # [rows, K, V]
                     if guided:
-                        cond, uncond = logits[:b], logits[b:]
-                        logits = cond + scales[:, None, None] * (cond - uncond)
+                        cond, uncond = logits[:n], logits[n:]
+                        logits = cond + scales[live, None, None] * (cond - uncond)
+                    ended = eos_at[live]  # the frame rules record codebook 0's EOS step here
+                    lengths = min_frames[live], max_frames[live]
                     if config.decoding == "released":
-                        frame = self._released_frame(logits, step, eos_at, config, eos_factor, temperature, top_k, top_p, gen)
+                        chosen = self._released_frame(logits, step, ended, lengths, eos_factor[live], temperature, top_k,
+                                                      top_p, gen)
                     else:
-                        frame = self._project_frame(logits, step, eos_at, config, temperature, top_k, top_p, gen)
+                        chosen = self._project_frame(logits, step, ended, lengths, temperature, top_k, top_p, gen)
+                    eos_at[live] = ended
+                    frame = torch.full((b, k), pattern.pad, dtype=torch.long, device=device)
+                    frame[live] = chosen
                     frame = self._force(frame, step, eos_at, delays)
                     frames = torch.cat([frames, frame[..., None]], dim=-1)
                     yield frames, eos_at
-                    if bool((eos_at >= 0).all()) and step >= int(eos_at.max()) + pattern.max_delay:
+                    ended = eos_at[live]
+                    if bool((ended >= 0).all()) and step >= int(ended.max()) + pattern.max_delay:
                         return
-                    feed = frame.repeat(2, 1) if guided else frame
+                    feed = frame[live].repeat(2, 1) if guided else frame[live]
                     cache.key_valid[:, cache.length] = True
                     step_mask = cache.key_valid[:, None, None, :cache.length + 1]
+                    rows = feed.shape[0]
                     hidden, _, _ = model.hidden(torch.full((rows, 1), self.prompts.audio_id, device=device),
                                                 feed[..., None], torch.ones(rows, 1, dtype=torch.bool, device=device),
                                                 next_pos, cache=cache, attn_mask=step_mask)
@@ -205,31 +235,33 @@ class Generator:
         finally:
             model.set_top_p(None)
 
-    def _project_frame(self, logits, step, eos_at, config, temperature, top_k, top_p, gen) -> torch.Tensor:
-        """One frame [B, K] by the project's rule; records codebook 0's EOS step in `eos_at`."""
+    def _project_frame(self, logits, step, eos_at, lengths, temperature, top_k, top_p, gen) -> torch.Tensor:
+        """One frame [B, K] by the project's rule; records codebook 0's EOS step in `eos_at`;
+        `lengths` = (min_frames [B], max_frames [B])."""
         p = self.pattern
+        min_frames, max_frames = lengths
         codes_only = logits.clone()
         codes_only[..., p.codebook_size:] = float("-inf")
         frame = sample(codes_only, temperature, top_k, top_p, gen)
-        if step >= max(config.min_frames, 1):  # codebook 0 may end the audio where EOS is its arg-max
-            wants_eos = (logits[:, 0].argmax(-1) == p.eos) | (step >= config.max_frames)
-            eos_at[(eos_at < 0) & wants_eos] = step
+        # codebook 0 may end the audio where EOS is its arg-max, from min_frames (and step 1) on
+        wants_eos = (logits[:, 0].argmax(-1) == p.eos) & (step >= min_frames.clamp_min(1)) | (step >= max_frames)
+        eos_at[(eos_at < 0) & wants_eos] = step
         return frame
 
-    def _released_frame(self, logits, step, eos_at, config, eos_factor, temperature, top_k, top_p, gen) -> torch.Tensor:
-        """One frame [B, K] by the released rule; records codebook 0's EOS step in `eos_at`."""
+    def _released_frame(self, logits, step, eos_at, lengths, eos_factor, temperature, top_k, top_p, gen) -> torch.Tensor:
+        """One frame [B, K] by the released rule; records codebook 0's EOS step in `eos_at`;
+        `lengths` = (min_frames [B], max_frames [B])."""
         p = self.pattern
+        min_frames, max_frames = lengths
         b, k, _ = logits.shape
         logits = logits.clone()
-        if step >= config.min_frames:
-            logits[:, :, p.eos + 1:] = -torch.inf  # PAD and BOS never
-            logits[:, 1:, p.eos:] = -torch.inf  # only codebook 0 may say EOS
-        else:
-            logits[:, :, p.eos:] = -torch.inf
+        logits[:, :, p.eos + 1:] = -torch.inf  # PAD and BOS never
+        logits[:, 1:, p.eos] = -torch.inf  # only codebook 0 may say EOS, and not before min_frames
+        logits[:, 0, p.eos] = torch.where(step >= min_frames, logits[:, 0, p.eos], -torch.inf)
         logits[:, 0, p.eos] *= eos_factor
         frame = released_sample(logits.reshape(b * k, -1), float(temperature[0]), int(top_k[0]), float(top_p[0]), p.eos,
                                 gen).view(b, k)
-        wants_eos = (frame[:, 0] == p.eos) | (step >= config.max_frames)
+        wants_eos = (frame[:, 0] == p.eos) | (step >= max_frames)
         eos_at[(eos_at < 0) & wants_eos] = step
         return frame
 

@@ -131,9 +131,10 @@ class UniMoEAudio:
                    disable=not progress)
         with bar:
             codes = self.generator.run(requests, config, bar)
-        return [self._decode(c) for c in codes]
+        return [self.decode(c) for c in codes]
 
-    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+    def decode(self, codes: torch.Tensor) -> np.ndarray:
+        """Aligned codes [K, T] -> float32 waveform at `sample_rate`."""
         if codes.shape[-1] == 0:
             return np.zeros(0, dtype=np.float32)
         return self.codec.decode(codes[None])[0].numpy().astype(np.float32)
@@ -177,20 +178,42 @@ class UniMoEAudio:
     def stream(self, request: Request, config: GenerationConfig | None = None, chunk_frames: int = 25,
                context_frames: int = 8) -> Iterator[np.ndarray]:
         """Yields audio chunks as their frames complete (decoded with a little left context)."""
-        config = config or GenerationConfig()
-        pattern = self.generator.pattern
-        hop = round(self.codec.sample_rate / self.codec.frame_rate)
-        done = emitted = 0  # frames decoded, samples yielded (frame j is centred on sample j·hop)
-        for frames, eos_at in self.generator.steps([request], config):
-            ready = frames.shape[-1] - pattern.max_delay  # aligned frames whose every codebook is known
-            end = int(eos_at[0]) if eos_at[0] >= 0 else None
-            available = min(ready, end) if end is not None else ready
-            finished = end is not None and ready >= end
-            if available - done >= chunk_frames or (finished and available > done):
-                aligned = pattern.revert(frames[:, :, : available + pattern.max_delay])[0]
-                start = max(0, done - context_frames)
-                wave = self._decode(aligned[:, start:available].cpu())  # samples [start·hop, (available-1)·hop)
-                yield wave[emitted - start * hop:]
-                done, emitted = available, start * hop + len(wave)
-            if finished:
+        audio = AudioChunks(self, chunk_frames, context_frames)
+        for frames, eos_at in self.generator.steps([request], config or GenerationConfig()):
+            wave = audio.push(frames[0], int(eos_at[0]))
+            if wave is not None:
+                yield wave
+            if audio.finished:
                 return
+
+
+class AudioChunks:
+    """One request's audio from the generator's growing delayed frames: `push()` returns a chunk
+    whenever `chunk_frames` more frames are complete (decoded with `context_frames` of left
+    context) and the rest once the request has ended; with `chunk_frames=None`, the whole clip,
+    decoded at once, when it ends (what `generate()` returns for the same codes)."""
+
+    def __init__(self, api: UniMoEAudio, chunk_frames: int | None = 25, context_frames: int = 8):
+        self.api, self.chunk_frames, self.context_frames = api, chunk_frames, context_frames
+        self.hop = round(api.codec.sample_rate / api.codec.frame_rate)
+        self.done = self.emitted = 0  # frames decoded, samples returned (frame j is centred on sample j·hop)
+        self.finished = False
+
+    def push(self, frames: torch.Tensor, eos_at: int) -> np.ndarray | None:
+        """frames: this request's delayed frames so far [K, s]; eos_at: its EOS step, -1 = not yet."""
+        pattern = self.api.generator.pattern
+        ready = frames.shape[-1] - pattern.max_delay  # aligned frames whose every codebook is known
+        available = min(ready, eos_at) if eos_at >= 0 else ready
+        self.finished = eos_at >= 0 and ready >= eos_at
+        if self.chunk_frames is None:
+            if not self.finished:
+                return None
+            return self.api.decode(pattern.revert(frames[None, :, : eos_at + pattern.max_delay])[0].cpu())
+        if not (available - self.done >= self.chunk_frames or (self.finished and available > self.done)):
+            return None
+        aligned = pattern.revert(frames[None, :, : available + pattern.max_delay])[0]
+        start = max(0, self.done - self.context_frames)
+        wave = self.api.decode(aligned[:, start:available].cpu())  # samples [start·hop, (available-1)·hop)
+        chunk = wave[self.emitted - start * self.hop:]
+        self.done, self.emitted = available, start * self.hop + len(wave)
+        return chunk

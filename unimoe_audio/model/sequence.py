@@ -38,6 +38,8 @@ class Request:
     prompt_text: str = ""
     prompt_codes: torch.Tensor | None = None  # [K, Tp] aligned codes of the voice prompt
     guidance_scale: float | None = None  # overrides GenerationConfig.guidance_scale for this request
+    max_frames: int | None = None  # override GenerationConfig's lengths for this request, so requests
+    min_frames: int | None = None  # of different lengths (speech and music) share one batch
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -50,6 +52,8 @@ class Request:
             raise UniMoEError(f"speech needs a language, one of {LANGUAGES}; got {self.language!r}")
         if self.task in ("tts", "clone") and not self.text.strip():
             raise UniMoEError("the text to speak is empty")
+        if self.max_frames is not None and self.max_frames < 1 or self.min_frames is not None and self.min_frames < 0:
+            raise UniMoEError(f"need max_frames >= 1 and min_frames >= 0, got {self.max_frames}, {self.min_frames}")
 
     @classmethod
     def from_example(cls, ex: Example) -> "Request":

@@ -56,6 +56,12 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the rows where `rows` [B] is True (the others leave the batch)."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+        self.key_valid = self.key_valid[rows]
+
 
 class Attention(nn.Module):
     def __init__(self, c: UniMoEAudioConfig):

@@ -1,0 +1,58 @@
+"""`unimoe-audio serve` as a real process: starts, answers, finishes in-flight work on SIGTERM, exits."""
+
+import io
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import soundfile as sf
+
+from unimoe_audio.cli.main import main
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_starts_answers_and_shuts_down_gracefully(model_dir):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "unimoe_audio.cli.main", "serve", "--model", str(model_dir),
+                             "--port", str(port), "--max-batch", "4", "--batch-wait-ms", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60  # hang guard, not a performance bound
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        result = {}
+        in_flight = threading.Thread(target=lambda: result.update(r=httpx.post(
+            url + "/v1/audio/music", json={"caption": "a jig", "duration": 20.0}, timeout=60)))
+        in_flight.start()
+        while "unimoe_batch_rows 1.0" not in httpx.get(url + "/metrics").text:
+            assert time.monotonic() < deadline, "the music request never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        in_flight.join(60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, output  # uvicorn ends by the signal it caught, once shut down
+    assert "serving" in output and "Finished server process" in output
+    assert result["r"].status_code == 200  # finished, not cut off
+    assert len(sf.read(io.BytesIO(result["r"].content))[0]) == (1000 - 1) * 320
+
+
+def test_serve_needs_a_model(capsys, tmp_path):
+    assert main(["serve", "--model", str(tmp_path / "nothing")]) == 2
+    assert "no model at" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""The batching scheduler on the real model: what shares a batch, rows leaving it, failures kept apart."""
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+
+from unimoe_audio.errors import UniMoEError
+from unimoe_audio.serve.metrics import Metrics
+from unimoe_audio.serve.scheduler import DONE, Job, Scheduler
+
+
+def job(api, loop, task, chunk_frames=None, duration=None, **settings):
+    text = "Hello there." if task == "tts" else ""
+    request = api.request(task, text, "en", "en_slt" if task == "tts" else None,
+                          caption="a jig" if task == "t2m" else "")
+    config = replace(api.default_config(task, text, "en", duration), temperature=0.0, **settings)
+    request.max_frames, request.min_frames = config.max_frames, config.min_frames
+    return Job(request, config, chunk_frames, loop)
+
+
+async def collect(j: Job):
+    """All the job's audio, or the exception it got."""
+    chunks = []
+    while (item := await j.get()) is not DONE:
+        if isinstance(item, BaseException):
+            return item
+        chunks.append(item)
+    return np.concatenate(chunks)
+
+
+def run(api, make_jobs, max_batch=8, during=None):
+    """Queue every job before the scheduler starts (so the first batch is deterministic) and collect."""
+    metrics = Metrics()
+    scheduler = Scheduler(api, metrics, max_batch=max_batch, batch_wait=0.0)
+
+    async def main():
+        jobs = make_jobs(asyncio.get_running_loop())
+        for j in jobs:
+            scheduler.submit(j)
+        scheduler.start()
+        if during is not None:
+            await during(jobs)
+        return await asyncio.gather(*(collect(j) for j in jobs))
+
+    try:
+        return asyncio.run(main()), metrics
+    finally:
+        scheduler.stop()
+
+
+def alone(api, j: Job) -> np.ndarray:
+    return api.generate([j.request], j.config)[0]
+
+
+def batches(metrics) -> list[float]:
+    """[number of batches, requests in them]."""
+    samples = {s.name: s.value for s in metrics.batch_size.collect()[0].samples}
+    return [samples["unimoe_batch_size_count"], samples["unimoe_batch_size_sum"]]
+
+
+def test_speech_and_music_share_one_batch_and_each_gets_its_own_audio(api):
+    made = []
+
+    def jobs(loop):
+        made[:] = [job(api, loop, "tts"), job(api, loop, "t2m", duration=0.4), job(api, loop, "t2m", duration=1.0)]
+        return made
+
+    results, metrics = run(api, jobs)
+    assert batches(metrics) == [1, 3]
+    for j, wave in zip(made, results):
+        assert np.array_equal(wave, alone(api, j))
+    assert len(results[1]) == (20 - 1) * 320 and len(results[2]) == (50 - 1) * 320
+
+
+def test_different_sampling_settings_wait_for_their_own_batch(api):
+    results, metrics = run(api, lambda loop: [job(api, loop, "tts", seed=1), job(api, loop, "tts", seed=2),
+                                              job(api, loop, "tts", seed=1)])
+    assert batches(metrics) == [2, 3]  # seeds 1 and 1 together, seed 2 alone
+
+
+def test_max_batch_bounds_a_batch(api):
+    _, metrics = run(api, lambda loop: [job(api, loop, "tts") for _ in range(5)], max_batch=2)
+    assert batches(metrics) == [3, 5]
+
+
+def test_a_failing_request_fails_alone(api):
+    made = []
+
+    def jobs(loop):  # 25 s of music does not fit this model's positions; the speech does
+        made[:] = [job(api, loop, "tts"), job(api, loop, "t2m", duration=25.0), job(api, loop, "tts")]
+        return made
+
+    results, metrics = run(api, jobs)
+    assert isinstance(results[1], UniMoEError) and "positions" in str(results[1])
+    assert np.array_equal(results[0], alone(api, made[0])) and np.array_equal(results[2], alone(api, made[2]))
+    assert batches(metrics) == [4, 6]  # the batch of 3 failed before any audio; then one by one
+
+
+def test_a_cancelled_request_leaves_the_batch_and_the_others_are_unchanged(api):
+    made = []
+
+    def jobs(loop):
+        made[:] = [job(api, loop, "t2m", chunk_frames=25, duration=20.0), job(api, loop, "t2m", duration=2.0)]
+        return made
+
+    async def cancel_after_first_chunk(jobs):
+        first = await jobs[0].get()
+        assert isinstance(first, np.ndarray)
+        jobs[0].cancel()
+
+    results, metrics = run(api, jobs, during=cancel_after_first_chunk)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert np.array_equal(results[1], alone(api, made[1]))
+    frames = metrics.frames.collect()[0].samples[0].value
+    assert frames < 1000 + 100  # the 20 s row stopped long before its 1000 frames
+
+
+def test_a_request_cancelled_while_waiting_never_runs(api):
+    def jobs(loop):
+        made = [job(api, loop, "tts"), job(api, loop, "tts")]
+        made[0].cancel()
+        return made
+
+    results, metrics = run(api, jobs)
+    assert isinstance(results[0], asyncio.CancelledError) and isinstance(results[1], np.ndarray)
+    assert batches(metrics) == [1, 1]

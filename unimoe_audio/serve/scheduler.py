@@ -1,0 +1,204 @@
+"""Batching: one thread runs every request through the model's batched generation.
+
+Requests wait in a bounded queue. The scheduler takes the oldest, then waits at most `batch_wait`
+seconds for more that can share its batch (same sampling settings; lengths and guidance are per
+request, so speech and music mix) until it has `max_batch`, and decodes them together. A request
+that arrives while a batch runs waits for the next batch: rows cannot join between decode steps
+(the KV cache is laid out for the prompts of the batch's start). Rows leave a running batch as
+soon as their audio is complete or their client has gone, so the batch shrinks and speeds up.
+
+Each request's audio is handed to its asyncio queue (`Job.get()`) as chunks as its frames
+complete, or as one clip at its end, then `DONE`; an error is handed over in the same way.
+If a batch fails before any of its requests got audio (e.g. a mix of a long prompt and long
+music that only fits the model's positions apart), each request is run again on its own, so
+one request's fault reaches only that request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+from unimoe_audio.model import AudioChunks, GenerationConfig, Request, UniMoEAudio
+from unimoe_audio.serve.metrics import Metrics
+
+DONE = object()  # the last item of every successful job
+
+
+class ShuttingDown(Exception):
+    def __init__(self):
+        super().__init__("the server is shutting down")
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(f"the queue is full; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class Job:
+    """One request and where its audio goes. `chunk_frames=None`: one clip when it ends."""
+
+    request: Request
+    config: GenerationConfig  # sampling settings; the lengths are the request's own
+    chunk_frames: int | None
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False
+    started: bool = False  # some audio was handed over
+    closed: bool = False  # DONE or an error was handed over
+
+    async def get(self):
+        """The next chunk (float32 array), DONE, or an exception."""
+        return await self.out.get()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def _put(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            self.cancelled = True
+
+    def send(self, wave) -> None:
+        self.started = True
+        self._put(wave)
+
+    def finish(self) -> None:
+        self.closed = True
+        self._put(DONE)
+
+    def fail(self, err: BaseException) -> None:
+        self.closed = True
+        self._put(err)
+
+
+def sampling(config: GenerationConfig) -> GenerationConfig:
+    """The part of a config a batch shares (lengths travel with each request)."""
+    return replace(config, max_frames=1, min_frames=0)
+
+
+class Scheduler:
+    def __init__(self, api: UniMoEAudio, metrics: Metrics, max_batch: int = 8, batch_wait: float = 0.01,
+                 queue_size: int = 64):
+        self.api, self.metrics = api, metrics
+        self.max_batch, self.batch_wait, self.queue_size = max_batch, batch_wait, queue_size
+        self._waiting: deque[Job] = deque()
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._last_batch_seconds = 1.0
+        self._thread = threading.Thread(target=self._serve, name="unimoe-scheduler", daemon=True)
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for a batch."""
+        return len(self._waiting)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; QueueFull when `queue_size` are already waiting."""
+        with self._lock:
+            if self._stopping:
+                raise ShuttingDown()
+            if len(self._waiting) >= self.queue_size:
+                raise QueueFull(max(1, math.ceil(self._last_batch_seconds)))
+            self._waiting.append(job)
+            self.metrics.queue_depth.set(len(self._waiting))
+            self._lock.notify()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fail the waiting jobs, cancel the running batch and wait for the thread to end."""
+        with self._lock:
+            self._stopping = True
+            while self._waiting:
+                self._waiting.popleft().fail(ShuttingDown())
+            self.metrics.queue_depth.set(0)
+            self._lock.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        while True:
+            jobs = self._collect()
+            if jobs is None:
+                return
+            if jobs:
+                self._run(jobs)
+
+    def _collect(self) -> list[Job] | None:
+        """The next batch (None once stopping): the oldest job and those that can share its batch."""
+        with self._lock:
+            while not self._waiting and not self._stopping:
+                self._lock.wait()
+            if self._stopping:
+                return None
+            first = self._waiting.popleft()
+            batch, key = [first], sampling(first.config)
+            deadline = time.monotonic() + self.batch_wait
+            while len(batch) < self.max_batch and not self._stopping:
+                for job in [j for j in self._waiting if sampling(j.config) == key][: self.max_batch - len(batch)]:
+                    self._waiting.remove(job)
+                    batch.append(job)
+                left = deadline - time.monotonic()
+                if len(batch) >= self.max_batch or left <= 0:
+                    break
+                self._lock.wait(left)
+            self.metrics.queue_depth.set(len(self._waiting))
+        for job in batch:
+            if job.cancelled:
+                job.fail(asyncio.CancelledError())
+        return [job for job in batch if not job.cancelled]
+
+    def _run(self, jobs: list[Job]) -> None:
+        try:
+            self._decode(jobs)
+        except Exception as err:  # noqa: BLE001 - the server outlives any request's failure
+            if len(jobs) > 1:
+                for job in jobs:
+                    if not (job.started or job.closed):
+                        self._run([job])
+                    elif not job.closed:
+                        job.fail(err)
+            elif not jobs[0].closed:
+                jobs[0].fail(err)
+        finally:
+            self.metrics.batch_rows.set(0)
+
+    def _decode(self, jobs: list[Job]) -> None:
+        self.metrics.batch_size.observe(len(jobs))
+        audio = [AudioChunks(self.api, job.chunk_frames) for job in jobs]
+        gone: set[int] = set()  # rows that left the batch: finished, failed or cancelled
+        start, frames_made = time.perf_counter(), 0
+        for frames, eos_at in self.api.generator.steps([job.request for job in jobs], jobs[0].config, gone):
+            for i, job in enumerate(jobs):
+                if i in gone:
+                    continue
+                frames_made += 1
+                if job.cancelled or self._stopping:
+                    gone.add(i)
+                    job.fail(asyncio.CancelledError())
+                    continue
+                try:
+                    wave = audio[i].push(frames[i], int(eos_at[i]))
+                except Exception as err:  # noqa: BLE001 - decoding one row failed: only its request fails
+                    gone.add(i)
+                    job.fail(err)
+                    continue
+                if wave is not None:
+                    job.send(wave)
+                if audio[i].finished:
+                    gone.add(i)
+                    job.finish()
+            self.metrics.batch_rows.set(len(jobs) - len(gone))
+        elapsed = time.perf_counter() - start
+        self._last_batch_seconds = elapsed
+        self.metrics.frames.inc(frames_made)
+        self.metrics.frames_per_second.set(frames_made / max(elapsed, 1e-9))
