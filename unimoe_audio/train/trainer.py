@@ -438,7 +438,7 @@ def plot_attention(snapshots: Path, png: Path, title: str, panels: int = 6) -> P
     import matplotlib.pyplot as plt
 
     chosen = [found[round(i * (len(found) - 1) / max(1, panels - 1))] for i in range(min(panels, len(found)))]
-    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(chosen), figsize=(max(5.0, 2.6 * len(chosen)), 2.8), squeeze=False)
     for ax, (step, path) in zip(axes[0], dict(chosen).items()):
         ax.imshow(np.load(path).astype(np.float32).T, origin="lower", aspect="auto", cmap="magma")
         ax.set(title=f"step {step}", xlabel="audio frame")
