@@ -5,7 +5,6 @@ import torch
 import pytest
 
 from unimoe_audio.cli.main import main
-from unimoe_audio.codec import DelayPattern
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, Generator, Request, UniMoEAudio, UniMoEAudioModel
 from unimoe_audio.model.generate import sample

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import load_file
 
 from unimoe_audio.codec import DelayPattern
-from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, Generator, IGNORE, Request
 from unimoe_audio.model.released import ReleasedPrompts, load_released_model, load_tokenizer, released_config
 from unimoe_audio.model.released.checkpoint import read_raw_config, target

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from transformers import DacConfig, DacModel
 
 from unimoe_audio.cli.main import main
-from unimoe_audio.codec import DacCodec, load_dac
+from unimoe_audio.codec import load_dac
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.model.released import ReleasedUniMoEAudio

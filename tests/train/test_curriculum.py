@@ -1,6 +1,5 @@
 """The curriculum end to end, the warm-up's frozen parameters, exact resume and 2-process training."""
 
-import json
 import os
 import subprocess
 import sys

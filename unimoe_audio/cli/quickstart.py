@@ -17,7 +17,7 @@ from unimoe_audio.data import read_manifest
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.routing import analyze_routing
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.io import atomic_path
+from unimoe_audio.io import save_figure
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.model.frontend import mandarin_pinyin
 from unimoe_audio.train.config import load_recipe
@@ -65,11 +65,7 @@ def plot_spectrograms(paths: dict[str, Path], png: Path, titles: dict[str, str])
         mel = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=80) + 1e-10, ref=np.max)
         ax.imshow(mel, origin="lower", aspect="auto", extent=(0, len(wave) / rate, 0, 80), cmap="magma")
         ax.set(title=f"{name}: {titles[name][:90]}", xlabel="seconds", ylabel="mel bin")
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)
 
 
 def run(args) -> int:

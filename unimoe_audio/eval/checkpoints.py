@@ -20,7 +20,7 @@ from tqdm import tqdm
 from unimoe_audio.codec import load_codec
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import save_figure, write_json
 from unimoe_audio.model import TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, save_model
 from unimoe_audio.train.config import recipe_from_dict
 from unimoe_audio.train.trainer import list_checkpoints, read_metrics
@@ -104,8 +104,4 @@ def plot_judged(rows: list[dict], png: Path, title: str) -> Path:
             ax.plot(*zip(*pts), marker="o", ms=3, label=label)
     ax.set(xlabel="optimizer step", ylabel="score", title=f"{title}: the judges on validation items")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)

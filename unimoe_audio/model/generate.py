@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Collection, Iterator, Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from unimoe_audio.codec.delay import DelayPattern
 from unimoe_audio.errors import UniMoEError

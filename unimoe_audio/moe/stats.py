@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unimoe_audio.io import atomic_path
+from unimoe_audio.io import save_figure
 
 ALL = "all"
 
@@ -101,9 +101,4 @@ class RoutingStats:
         ax_load.set_xticks(experts + 0.4 - width / 2, [str(e) for e in experts[:-1]] + ["null"])
         ax_load.set(xlabel="expert", ylabel="activation rate (mean over layers)", title="expert load by task")
         ax_load.legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)

@@ -30,7 +30,7 @@ import torch.distributed as tdist
 from unimoe_audio.codec import Codec, DelayPattern, SpectralCodec, SpectralCodecConfig, load_codec
 from unimoe_audio.data import TASK_GROUPS, TokenDataset, build, encode_corpus, read_manifest
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import save_figure, write_json
 from unimoe_audio.model import SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, load_model, save_model
 from unimoe_audio.moe import DCMoEConfig
 from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig
@@ -265,8 +265,4 @@ def plot_handover(out: Path, png: Path) -> Path:
         ax.plot(*zip(*pts), marker="o", ms=3, label=key.replace("eval/", "val "))
     ax.set(xlabel="optimizer step (warm-up, then joint)", ylabel="validation loss", title="curriculum hand-over")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from unimoe_audio.data import MixtureSampler, TokenDataset
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import atomic_path, save_figure, write_json
 from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attention_loss
 from unimoe_audio.moe import AuxLossSchedule
 from unimoe_audio.train.config import StageConfig
@@ -419,11 +419,7 @@ def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
         ax.plot(*zip(*pts), marker="o", ms=3, label=key.replace("eval/", "val "))
     ax.set(xlabel="optimizer step", ylabel="loss", title=title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_attention(snapshots: Path, png: Path, title: str, panels: int = 6) -> Path | None:
@@ -444,8 +440,4 @@ def plot_attention(snapshots: Path, png: Path, title: str, panels: int = 6) -> P
         ax.set(title=f"step {step}", xlabel="audio frame")
     axes[0][0].set_ylabel("text symbol")
     fig.suptitle(f"{title}: audio-to-text attention of one validation item", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png, dpi=100)
