@@ -58,7 +58,7 @@ def cached_frames_per_s(gen: Generator, requests: list[Request], frames: int, **
 @torch.no_grad()
 def validation_loss(model, frontend, tokens_dir: Path, top_p: float) -> float:
     data = TokenDataset(tokens_dir, "validation")
-    collate = SequenceCollator(frontend, DelayPattern(model.config.delays, model.config.codebook_size))
+    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(model.config.delays, model.config.codebook_size)))
     model.set_top_p(top_p)
     losses, experts = [], []
     for start in range(0, len(data), 8):

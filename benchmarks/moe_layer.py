@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from unimoe_audio.moe import DCMoE, DCMoEConfig, SwiGLU
-from unimoe_audio.moe.dispatch import DECODE_TOKENS, SMALL_EXPERT
-from unimoe_audio.moe.experts import swiglu
+from unimoe_audio.moe.dispatch import DECODE_TOKENS, SMALL_EXPERT, swiglu
 from unimoe_audio.moe.routing import top_p_routing
 
 

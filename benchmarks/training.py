@@ -16,7 +16,7 @@ import torch
 
 from unimoe_audio.codec import DelayPattern
 from unimoe_audio.data import Example
-from unimoe_audio.model import SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel
+from unimoe_audio.model import FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel
 
 TEXTS = {"en": "The birch canoe slid on the smooth planks.", "zh": "今天天气很好"}
 
@@ -41,7 +41,7 @@ def batch(frontend, pattern, rng, size=8):
                 if kind == "music" else {"task": "tts", "group": f"speech-{kind}", "language": kind,
                                          "text": TEXTS[kind], "speaker": f"{kind}_a"})
         examples.append(Example(meta=meta, codes=codes, prompt_codes=None))
-    return SequenceCollator(frontend, pattern)(examples)
+    return SequenceCollator(FrontendPrompts(frontend, pattern))(examples)
 
 
 def active_params(model: UniMoEAudioModel, experts_per_token: float | None) -> float:

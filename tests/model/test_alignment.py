@@ -3,7 +3,7 @@
 import torch
 
 from unimoe_audio.codec import DelayPattern
-from unimoe_audio.model import SequenceCollator, UniMoEAudioModel
+from unimoe_audio.model import FrontendPrompts, SequenceCollator, UniMoEAudioModel
 from unimoe_audio.model.alignment import diagonal_mass, diagonal_prior, guided_attention_loss
 
 from .conftest import tiny_config
@@ -11,7 +11,7 @@ from .conftest import tiny_config
 
 def _collate(frontend, examples, cond_dropout=0.0):
     pattern = DelayPattern((0, 1, 2, 3), 64)
-    return SequenceCollator(frontend, pattern, cond_dropout)(examples)
+    return SequenceCollator(FrontendPrompts(frontend, pattern), cond_dropout)(examples)
 
 
 def test_spans_cover_exactly_the_target_phonemes_and_the_frames_that_predict_the_target(frontend, examples):
@@ -32,7 +32,7 @@ def test_unconditional_rows_have_no_span(frontend, examples):
     import numpy as np
 
     pattern = DelayPattern((0, 1, 2, 3), 64)
-    batch = SequenceCollator(frontend, pattern, cond_dropout=0.999)(examples, np.random.default_rng(0))
+    batch = SequenceCollator(FrontendPrompts(frontend, pattern), cond_dropout=0.999)(examples, np.random.default_rng(0))
     assert batch["text_span"].abs().sum() == 0 and batch["audio_span"].abs().sum() == 0
 
 

@@ -166,7 +166,7 @@ def test_a_tiny_model_overfits_and_greedy_generation_reproduces_its_item(fronten
     from unimoe_audio.model import SequenceCollator
 
     model = UniMoEAudioModel(tiny_config(frontend, "dense"))
-    collate = SequenceCollator(frontend, DelayPattern(model.config.delays, C))
+    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(model.config.delays, C)))
     item = examples[0]
     batch = collate([item])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -6,7 +6,7 @@ import torch
 
 from unimoe_audio.codec import DelayPattern
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model import (IGNORE, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
+from unimoe_audio.model import (IGNORE, FrontendPrompts, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
                                 save_model)
 from unimoe_audio.model.frontend import english_ipa, mandarin_pinyin
 
@@ -16,7 +16,7 @@ from .conftest import K, tiny_config
 def make(frontend, ffn="moe", seed=0):
     torch.manual_seed(seed)
     config = tiny_config(frontend, ffn)
-    return UniMoEAudioModel(config).eval(), SequenceCollator(frontend, DelayPattern(config.delays, config.codebook_size))
+    return UniMoEAudioModel(config).eval(), SequenceCollator(FrontendPrompts(frontend, DelayPattern(config.delays, config.codebook_size)))
 
 
 def test_presets_build_the_paper_shape():
@@ -80,8 +80,8 @@ def test_forward_reports_losses_and_aux(frontend, examples):
 
 def test_condition_dropout_removes_text_and_caption(frontend, examples):
     pattern = DelayPattern((0, 1, 2, 3), 64)
-    always = SequenceCollator(frontend, pattern, cond_dropout=0.999)(examples, np.random.default_rng(0))
-    never = SequenceCollator(frontend, pattern, cond_dropout=0.0)(examples, np.random.default_rng(0))
+    always = SequenceCollator(FrontendPrompts(frontend, pattern), cond_dropout=0.999)(examples, np.random.default_rng(0))
+    never = SequenceCollator(FrontendPrompts(frontend, pattern), cond_dropout=0.0)(examples, np.random.default_rng(0))
     text_len = lambda b: (~b["is_audio"] & ~b["pad_mask"]).sum(1)
     assert (text_len(always) < text_len(never)).all()
 

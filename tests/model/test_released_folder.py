@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import DacConfig, DacModel
 
 from unimoe_audio.cli.main import main
 from unimoe_audio.codec import load_dac
@@ -24,54 +23,10 @@ _spec = importlib.util.spec_from_file_location("released_tiny", FIXTURES / "tiny
 tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
 LAYOUT = json.loads((FIXTURES / "layout.json").read_text())
-
-
-def descript_name(name: str, blocks: int) -> str:
-    """transformers DacModel name -> descript-audio-codec name (its nn.Sequential indices), for writing
-    a file in descript's format; written out independently of the loader's mapping."""
-    unit = {"snake1": "0", "conv1": "1", "snake2": "2", "conv2": "3"}
-    p = name.split(".")
-    if p[0] == "encoder":
-        if p[1] in ("conv1", "snake1", "conv2"):
-            return ".".join(["encoder.block", {"conv1": "0", "snake1": str(blocks + 1), "conv2": str(blocks + 2)}[p[1]], *p[2:]])
-        i = int(p[2]) + 1
-        if p[3].startswith("res_unit"):
-            return ".".join([f"encoder.block.{i}.block.{int(p[3][-1]) - 1}.block.{unit[p[4]]}", *p[5:]])
-        return ".".join([f"encoder.block.{i}.block.{3 if p[3] == 'snake1' else 4}", *p[4:]])
-    if p[0] == "decoder":
-        if p[1] in ("conv1", "snake1", "conv2"):
-            return ".".join(["decoder.model", {"conv1": "0", "snake1": str(blocks + 1), "conv2": str(blocks + 2)}[p[1]], *p[2:]])
-        i = int(p[2]) + 1
-        if p[3].startswith("res_unit"):
-            return ".".join([f"decoder.model.{i}.block.{int(p[3][-1]) + 1}.block.{unit[p[4]]}", *p[5:]])
-        return ".".join([f"decoder.model.{i}.block.{0 if p[3] == 'snake1' else 1}", *p[4:]])
-    return name
-
-
-def write_dac_both_ways(folder: Path) -> tuple[Path, Path]:
-    """A random 12 × 1024 DAC saved as descript's weights_16khz.pth (weight norm: g, v) and as a
-    transformers DacModel folder; both describe the same network."""
-    torch.manual_seed(0)
-    kwargs = dict(encoder_dim=4, encoder_rates=[2, 4], decoder_dim=16, decoder_rates=[4, 2], n_codebooks=12,
-                  codebook_size=1024, codebook_dim=4, sample_rate=16_000, latent_dim=None)
-    model = DacModel(DacConfig(encoder_hidden_size=4, downsampling_ratios=[2, 4], decoder_hidden_size=16,
-                               upsampling_ratios=[4, 2], n_codebooks=12, codebook_size=1024, codebook_dim=4,
-                               hidden_size=16, sampling_rate=16_000, hop_length=8))
-    for p in model.parameters():
-        p.data.normal_(0, 0.1)
-    model.save_pretrained(str(folder / "hf"))
-    state = {}
-    for name, w in model.state_dict().items():
-        name = descript_name(name, 2)
-        if name.endswith(".weight") and w.dim() == 3 and "codebook" not in name:
-            scale = torch.rand(w.shape[0], 1, 1) + 0.5  # v = w · scale, g = ‖w‖: g · v / ‖v‖ = w
-            state[name[:-6] + "weight_v"] = w * scale
-            state[name[:-6] + "weight_g"] = w.norm(dim=(1, 2), keepdim=True)
-        else:
-            state[name] = w
-    (folder / "pth").mkdir()
-    torch.save({"state_dict": state, "metadata": {"kwargs": kwargs}}, folder / "pth" / "weights_16khz.pth")
-    return folder / "pth", folder / "hf"
+_spec = importlib.util.spec_from_file_location("released_dac", FIXTURES / "dac.py")
+_dac = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_dac)
+write_dac_both_ways = _dac.write_dac_both_ways
 
 
 def test_dac_from_descript_file_equals_the_transformers_folder(tmp_path):

@@ -5,7 +5,6 @@ import torch
 
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.moe import DCMoE, DCMoEConfig, SwiGLU
-from unimoe_audio.moe.dispatch import dispatch
 from unimoe_audio.train.upcycle import freeze_for_warmup, load_experts, split_ffn
 
 
@@ -29,7 +28,7 @@ def test_loaded_moe_experts_through_dispatch_reproduce_each_specialist():
     for s, ffn in enumerate(ffns):
         mask = torch.zeros(7, 4, dtype=torch.bool)
         mask[:, 2 * s: 2 * s + 2] = True
-        out = dispatch(x, mask, mask.float(), moe.experts)
+        out = moe.experts(x, mask, mask.float())
         torch.testing.assert_close(out, ffn(x), rtol=1e-5, atol=1e-6)
 
 

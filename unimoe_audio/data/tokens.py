@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -120,6 +121,7 @@ class TokenDataset:
         if not (root / "info.json").is_file():
             raise UniMoEError(f"no encoded tokens at {root}; run `unimoe-audio data encode` first")
         try:
+            self.info = json.loads((root / "info.json").read_text())  # the codec that made the tokens, skipped items
             self.codes = np.load(root / "codes.npy", mmap_mode="r")  # [K, total]
             self.index = read_manifest(root / "index.jsonl")
         except (OSError, ValueError) as err:
@@ -131,6 +133,13 @@ class TokenDataset:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def select(self, keep: list[int]) -> "TokenDataset":
+        """A view holding only items `keep` (same shard, no copy)."""
+        view = copy.copy(self)
+        view.index = [self.index[i] for i in keep]
+        view.groups = [self.groups[i] for i in keep]
+        return view
 
     def _slice(self, offset: int, frames: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.codes[:, offset: offset + frames], dtype=np.int64))

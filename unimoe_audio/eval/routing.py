@@ -17,7 +17,7 @@ from unimoe_audio.data import TASK_GROUPS, TokenDataset
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.suite import corpus_of
 from unimoe_audio.io import write_json
-from unimoe_audio.model import SequenceCollator, load_model
+from unimoe_audio.model import FrontendPrompts, SequenceCollator, load_model
 from unimoe_audio.moe import RoutingStats
 
 
@@ -32,7 +32,7 @@ def analyze_routing(model_dir: str | Path, split: str = "validation", corpus: st
     corpus = Path(corpus) if corpus else corpus_of(model_dir)
     dataset = TokenDataset(corpus / "tokens", split)
     c = model.config
-    collate = SequenceCollator(frontend, DelayPattern(c.delays, c.codebook_size))
+    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(c.delays, c.codebook_size)))
     stats = RoutingStats(dict(enumerate(TASK_GROUPS)))
     for start in tqdm(range(0, len(dataset), batch_size), desc="routing", unit="batch", disable=not progress):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])

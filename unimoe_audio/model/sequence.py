@@ -127,19 +127,26 @@ class FrontendPrompts:
     def encode(self, request: Request, conditional: bool) -> Segment:
         return encode_prompt(self.frontend, self.pattern, request, conditional)
 
+    def text_span(self, tokens: list[int]) -> tuple[int, int]:
+        """Where the target text lies in a conditional speech prompt: the last <text> … </text>."""
+        start = len(tokens) - 1 - tokens[::-1].index(self.frontend["<text>"])
+        return start + 1, tokens.index(self.frontend["</text>"], start)
+
 
 class SequenceCollator:
     """Examples -> a right-padded training batch (see `UniMoEAudioModel.forward`).
 
+    `prompts` writes each example's prompt exactly as generation will (`FrontendPrompts` for the
+    project's models, `ReleasedPrompts` for the released checkpoint's ChatML prompts): it has
+    `pattern`, `pad_id`, `audio_id`, `encode(request, conditional)` and `text_span(tokens)`.
     `max_music_frames` crops music to a random excerpt (speech is never cropped: its text must
     match its audio). Condition dropout replaces the text or caption with the unconditional form
     with probability `cond_dropout`; the caller passes the random generator so batches are
     reproducible (exact resume).
     """
 
-    def __init__(self, frontend: TextFrontend, pattern: DelayPattern, cond_dropout: float = 0.0,
-                 max_music_frames: int | None = None):
-        self.frontend, self.pattern = frontend, pattern
+    def __init__(self, prompts, cond_dropout: float = 0.0, max_music_frames: int | None = None):
+        self.prompts, self.pattern = prompts, prompts.pattern
         self.cond_dropout, self.max_music_frames = cond_dropout, max_music_frames
 
     def sequence(self, ex: Example, rng: np.random.Generator | None) -> tuple[Segment, torch.Tensor, tuple, tuple]:
@@ -149,11 +156,11 @@ class SequenceCollator:
             start = int(rng.integers(codes.shape[1] - self.max_music_frames + 1)) if rng is not None else 0
             codes = codes[:, start:start + self.max_music_frames]
         conditional = rng is None or rng.random() >= self.cond_dropout
-        prompt = encode_prompt(self.frontend, self.pattern, Request.from_example(ex), conditional)
+        prompt = self.prompts.encode(Request.from_example(ex), conditional)
         delayed = self.pattern.apply(codes[None], eos=True)[0]  # [K, T + 1 + max_delay]
         k, n_prompt = delayed.shape[0], prompt.tokens.shape[0]
         seg = Segment(
-            tokens=torch.cat([prompt.tokens, torch.full((delayed.shape[1],), self.frontend["<audio>"], dtype=torch.long)]),
+            tokens=torch.cat([prompt.tokens, torch.full((delayed.shape[1],), self.prompts.audio_id, dtype=torch.long)]),
             audio=torch.cat([prompt.audio, delayed], dim=1),
             is_audio=torch.cat([prompt.is_audio, torch.ones(delayed.shape[1], dtype=torch.bool)]))
         # Position n_prompt - 1 (the BOS frame) predicts delayed frame 0, and so on; BOS and PAD
@@ -164,9 +171,7 @@ class SequenceCollator:
         targets[:, n_prompt - 1: n_prompt - 1 + delayed.shape[1]] = learn
         text_span = audio_span = (0, 0)
         if conditional and ex.meta["task"] in ("tts", "clone"):  # the target text is the last <text> … </text>
-            ids = prompt.tokens.tolist()
-            start = len(ids) - 1 - ids[::-1].index(self.frontend["<text>"])
-            text_span = (start + 1, ids.index(self.frontend["</text>"], start))
+            text_span = self.prompts.text_span(prompt.tokens.tolist())
             audio_span = (n_prompt - 1, n_prompt - 1 + codes.shape[1])
         return seg, targets, text_span, audio_span
 
@@ -175,7 +180,7 @@ class SequenceCollator:
         b, k = len(seqs), self.pattern.num_codebooks
         length = max(s[0].tokens.shape[0] for s in seqs)
         batch = {
-            "tokens": torch.full((b, length), self.frontend["<pad>"], dtype=torch.long),
+            "tokens": torch.full((b, length), self.prompts.pad_id, dtype=torch.long),
             "audio": torch.full((b, k, length), self.pattern.pad, dtype=torch.long),
             "is_audio": torch.zeros(b, length, dtype=torch.bool),
             "targets": torch.full((b, k, length), IGNORE, dtype=torch.long),

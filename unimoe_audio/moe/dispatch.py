@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unimoe_audio.moe.experts import RoutedExperts, swiglu
 
 # Limits of the all-experts path, measured on a 2-core CPU (benchmarks/moe_layer.py decode rows,
 # benchmarks/generate.py): up to 16 tokens and experts of at most 2^18 weights per matrix.
@@ -22,22 +21,28 @@ DECODE_TOKENS, SMALL_EXPERT = 16, 1 << 18
 SMALL_SCATTER = 1 << 14  # elements; measured on a 2-core CPU: serial index_put_ wins below, index_add_ above
 
 
-def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts: RoutedExperts) -> torch.Tensor:
+def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """x [n, D] through one expert: w_gate, w_up [F, D], w_down [D, F] -> [n, D]."""
+    return (F.silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+
+
+def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+             w_down: torch.Tensor) -> torch.Tensor:
     """Weighted sum of the selected routed experts per token.
 
-    x [N, D]; mask [N, E] bool selection and weights [N, E] (E = routed experts only).
-    Returns [N, D].
+    x [N, D]; mask [N, E] bool selection and weights [N, E] (E = routed experts only);
+    stacked expert weights w_gate, w_up [E, F, D], w_down [E, D, F]. Returns [N, D].
     """
-    if x.device.type == "cpu" and x.shape[0] <= DECODE_TOKENS and experts.w_gate[0].numel() <= SMALL_EXPERT:
-        return all_experts(x, mask, weights, experts)
+    if x.device.type == "cpu" and x.shape[0] <= DECODE_TOKENS and w_gate[0].numel() <= SMALL_EXPERT:
+        return all_experts(x, mask, weights, w_gate, w_up, w_down)
     # mask.T.nonzero() lists pairs ordered by expert, then token: each expert's tokens are contiguous.
     expert_idx, token_idx = mask.T.nonzero(as_tuple=True)
-    counts = torch.bincount(expert_idx, minlength=experts.num_experts).tolist()
+    counts = torch.bincount(expert_idx, minlength=w_gate.shape[0]).tolist()
     rows = x.index_select(0, token_idx)  # [P, D]
     pair_weight = weights[token_idx, expert_idx].to(x.dtype)[:, None]  # [P, 1]
     # unbind once: its backward stacks the per-expert gradients in one write, where indexing
     # w[e] per expert would materialise a full-size zero gradient for every expert.
-    gates, ups, downs = experts.w_gate.unbind(0), experts.w_up.unbind(0), experts.w_down.unbind(0)
+    gates, ups, downs = w_gate.unbind(0), w_up.unbind(0), w_down.unbind(0)
     outputs, start = [], 0
     for e, count in enumerate(counts):
         if count:
@@ -52,9 +57,10 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts
     return out.index_add_(0, token_idx, y)
 
 
-def all_experts(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, experts: RoutedExperts) -> torch.Tensor:
+def all_experts(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
+                w_down: torch.Tensor) -> torch.Tensor:
     """The same sum as `dispatch`, computing every expert on every token ([E, N, D] intermediates)."""
-    xe = x.expand(experts.num_experts, -1, -1)  # [E, N, D]
-    h = F.silu(torch.bmm(xe, experts.w_gate.transpose(1, 2))) * torch.bmm(xe, experts.w_up.transpose(1, 2))
-    y = torch.bmm(h, experts.w_down.transpose(1, 2))  # [E, N, D]
+    xe = x.expand(w_gate.shape[0], -1, -1)  # [E, N, D]
+    h = F.silu(torch.bmm(xe, w_gate.transpose(1, 2))) * torch.bmm(xe, w_up.transpose(1, 2))
+    y = torch.bmm(h, w_down.transpose(1, 2))  # [E, N, D]
     return (y * (weights * mask).to(x.dtype).T[:, :, None]).sum(0)

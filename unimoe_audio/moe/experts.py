@@ -1,4 +1,4 @@
-"""Expert math: the SwiGLU FFN and the stacked routed-expert weights (paper §III-B)."""
+"""Expert parameters: the SwiGLU FFN and the stacked routed-expert weights (paper §III-B)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """x [n, D] through one expert: w_gate, w_up [F, D], w_down [D, F] -> [n, D]."""
-    return (F.silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+from unimoe_audio.moe.dispatch import dispatch
 
 
 class SwiGLU(nn.Module):
@@ -43,6 +40,9 @@ class RoutedExperts(nn.Module):
     def num_experts(self) -> int:
         return self.w_gate.shape[0]
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        """Expert e on rows x [n, D] -> [n, D]."""
-        return swiglu(x, self.w_gate[e], self.w_up[e], self.w_down[e])
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of the selected experts per token: x [N, D], mask / weights [N, E] -> [N, D].
+
+        The weights are read here, inside the module's own forward, so a wrapper that re-parametrises
+        them for the duration of the call (peft's LoRA on parameters, FSDP's unsharding) takes effect."""
+        return dispatch(x, mask, weights, self.w_gate, self.w_up, self.w_down)

@@ -11,7 +11,6 @@ from torch import nn
 
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.moe.balance import load_balancing_loss
-from unimoe_audio.moe.dispatch import dispatch
 from unimoe_audio.moe.experts import RoutedExperts
 from unimoe_audio.moe.routing import official_weights, top_k_routing, top_p_routing
 
@@ -79,6 +78,15 @@ class DCMoEConfig:
         return asdict(self)
 
 
+class Router(nn.Linear):
+    """The gate: a bias-free Linear evaluated in fp32 whatever the weights' dtype (REFERENCE §3).
+
+    Called as a module (not read as `.weight`), so LoRA on the gate applies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.float(), self.weight.float())
+
+
 @dataclass
 class MoEOutput:
     hidden_states: torch.Tensor  # shape of the input
@@ -101,7 +109,7 @@ class DCMoE(nn.Module):
         self.config = config
         c = config
         self.top_p = c.top_p  # inference-time override: set layer.top_p or pass top_p= to forward
-        self.gate = nn.Linear(c.hidden_size, c.num_dynamic + c.num_shared, bias=False)
+        self.gate = Router(c.hidden_size, c.num_dynamic + c.num_shared, bias=False)
         nn.init.normal_(self.gate.weight, std=c.init_std)
         self.experts = RoutedExperts(c.num_routed, c.hidden_size, c.routed_size, c.init_std)
         if c.num_shared:
@@ -141,7 +149,7 @@ class DCMoE(nn.Module):
         router_in = x.float()
         if self.training and c.router_jitter > 0:
             router_in = router_in * torch.empty_like(router_in).uniform_(1 - c.router_jitter, 1 + c.router_jitter)
-        logits = F.linear(router_in, self.gate.weight.float())  # [N, E_dyn + N_s], fp32
+        logits = self.gate(router_in)  # [N, E_dyn + N_s], fp32
         dyn_logits, shared_logits = logits[:, : c.num_dynamic], logits[:, c.num_dynamic:]
 
         mask, weights = self._route(dyn_logits, self.top_p if top_p is None else top_p)
@@ -152,7 +160,7 @@ class DCMoE(nn.Module):
         weights = weights * valid[:, None]
 
         routed_mask = mask[:, : c.num_routed]
-        out = dispatch(x, routed_mask, weights[:, : c.num_routed], self.experts)
+        out = self.experts(x, routed_mask, weights[:, : c.num_routed])
         if c.num_shared:
             out = out + self._shared(x, shared_scale)
         out = out * valid[:, None].to(out.dtype)

@@ -245,6 +245,11 @@ def _check_scalar(hint, value, where: str):
     raise _bad(f"'{where}' must be {names}, got {value!r}")
 
 
+def stage_from_dict(data: dict, where: str) -> StageConfig:
+    """One stage's settings from a mapping (unknown keys and impossible values -> UniMoEError)."""
+    return _build(StageConfig, data, where)
+
+
 def recipe_from_dict(data: dict) -> RecipeConfig:
     return _build(RecipeConfig, data, "")
 

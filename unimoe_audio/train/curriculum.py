@@ -31,7 +31,8 @@ from unimoe_audio.codec import Codec, DelayPattern, SpectralCodec, SpectralCodec
 from unimoe_audio.data import TASK_GROUPS, TokenDataset, build, encode_corpus, read_manifest
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import save_figure, write_json
-from unimoe_audio.model import SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, load_model, save_model
+from unimoe_audio.model import (FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel,
+                                load_model, save_model)
 from unimoe_audio.moe import DCMoEConfig
 from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig
 from unimoe_audio.train.distributed import DistInfo
@@ -100,7 +101,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     base = replace(base, text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
                    delays=delays).dense()
     tokens = corpus / "tokens"
-    collate = SequenceCollator(frontend, DelayPattern(base.delays, base.codebook_size), base.cond_dropout,
+    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size)), base.cond_dropout,
                                recipe.max_music_frames)
     return Run(recipe, out, codec, frontend, base, TokenDataset(tokens, "train"), TokenDataset(tokens, "validation"),
                collate, dist, progress)

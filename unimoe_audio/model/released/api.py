@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 from safetensors import safe_open
@@ -132,6 +133,13 @@ def convert_released(source: str | Path, out: str | Path, dtype: torch.dtype | N
     config, spec = released_config(read_raw_config(source), str(source))
     check_tokenizer_files(source)
     codec = load_dac(source / "dac_model")
+    return write_converted(out, iter_released(source, config, dtype, extras=True), config, spec, source, codec)
+
+
+def write_converted(out: Path, tensors: Iterable[tuple[str, torch.Tensor]], config: UniMoEAudioConfig,
+                    spec: ReleasedSpec, source: Path, codec: Codec) -> Path:
+    """A converted folder from (name, tensor) pairs (project names, plus lm_head / visual.* under
+    their released names), the tokenizer files of `source` and `codec`; shards of at most SHARD_BYTES."""
     out.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
     buffer: dict[str, torch.Tensor] = {}
@@ -145,8 +153,8 @@ def convert_released(source: str | Path, out: str | Path, dtype: torch.dtype | N
             buffer.clear()
 
     size = 0
-    for name, tensor in iter_released(source, config, dtype, extras=True):
-        buffer[name] = tensor.contiguous()
+    for name, tensor in tensors:
+        buffer[name] = tensor.detach().contiguous().cpu()
         size += tensor.numel() * tensor.element_size()
         if size >= SHARD_BYTES:
             flush()
@@ -160,3 +168,13 @@ def convert_released(source: str | Path, out: str | Path, dtype: torch.dtype | N
     write_json(out / "config.json", {"model_type": MODEL_TYPE, **config.to_dict(),
                                      "released": {**asdict(spec), "source": str(source)}})
     return out
+
+
+def iter_extras(directory: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """lm_head.weight and visual.* of a released or converted folder, unchanged (kept, never trained)."""
+    files = weight_files(directory)
+    for path in sorted(set(files.values())):
+        with safe_open(str(path), "pt") as f:
+            for name in f.keys():
+                if EXTRA.match(name):
+                    yield name, f.get_tensor(name)

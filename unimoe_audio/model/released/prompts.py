@@ -97,6 +97,11 @@ class ReleasedPrompts:
                 + f"<|VOICE_PROMPT_END|><|SPEECH_START|>{r.text if conditional else ''}<|SPEECH_END|>")
         return SYSTEM + TURN.format(user) + AUDIO_START, frames
 
+    def text_span(self, tokens: list[int]) -> tuple[int, int]:
+        """Where the target text lies in a conditional speech prompt: <|SPEECH_START|> … <|SPEECH_END|>."""
+        start = tokens.index(self.tokenizer.convert_tokens_to_ids("<|SPEECH_START|>"))
+        return start + 1, tokens.index(self.tokenizer.convert_tokens_to_ids("<|SPEECH_END|>"), start)
+
     def encode(self, request: Request, conditional: bool) -> Segment:
         text, frames = self.text(request, conditional)
         ids = torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids + [self.audio_id])
