@@ -148,6 +148,7 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
         assert torch.allclose(specialist.embed_text.weight, backbone.embed_text.weight, atol=1e-6)
     rows = read_metrics(out / "backbone" / "metrics.jsonl")
     assert any("align_loss" in r for r in rows) and any("align/speech-en" in r for r in rows)
+    assert any("val_codebook/1" in r for r in rows)  # validation loss per codebook
     assert all(r.get("loss/speech-zh") is None for r in rows)  # the backbone saw English only
     assert (out / "backbone" / "attention.png").stat().st_size > 0
     judged = judge_checkpoints(out / "backbone", per_task=1, progress=False)

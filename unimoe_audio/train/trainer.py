@@ -243,9 +243,10 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Mean per-example loss on the validation split, per task group and overall (mean of groups),
-        and for speech groups the alignment score `align/<group>`: the diagonal mass of the best head
-        of `align_layer` (model/alignment.py). The first speech item's attention map is kept under
-        attention/ for the picture drawn at the end.
+        per codebook (`val_codebook/<k>`, over all groups), and for speech groups the alignment
+        score `align/<group>`: the diagonal mass of the best head of `align_layer`
+        (model/alignment.py). The first speech item's attention map is kept under attention/ for
+        the picture drawn at the end.
 
         The same fixed items every time: the first eval_batches × batch items of each group."""
         if self.val_set is None:
@@ -255,6 +256,7 @@ class Trainer:
         groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
         n = c.eval_batches * self.micro_batch * self.dist.world_size
         sums = torch.zeros(4 * len(groups), dtype=torch.float64, device=self.device)  # loss, items, align, speech items
+        codebooks = torch.zeros(self.model.config.num_codebooks, dtype=torch.float64, device=self.device)  # item-weighted
         snapshot = None
         for j, g in enumerate(groups):
             items = [i for i, x in enumerate(self.val_set.groups) if x == g][:n]
@@ -266,6 +268,7 @@ class Trainer:
                     out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
                 sums[j] += out.example_losses.float().sum().double()
                 sums[len(groups) + j] += len(examples)
+                codebooks += out.codebook_losses.double() * len(examples)
                 mass, has = diagonal_mass(out.attention.float(), batch["text_span"], batch["audio_span"], c.align_sigma)
                 sums[2 * len(groups) + j] += mass.max(dim=1).values[has].sum().double()
                 sums[3 * len(groups) + j] += has.sum()
@@ -274,11 +277,14 @@ class Trainer:
                     maps = alignment(out.attention.float(), batch["text_span"], batch["audio_span"], i)  # [H, T, N]
                     snapshot = maps[: c.align_heads].mean(0) if c.align_weight else maps[mass[i].argmax()]
         sums = all_sum(sums, self.dist).cpu().tolist()
+        codebooks = (all_sum(codebooks, self.dist) / max(1.0, sum(sums[len(groups): 2 * len(groups)]))).cpu().tolist()
         k = len(groups)
         result = {f"eval/{g}": sums[j] / sums[k + j] for j, g in enumerate(groups) if sums[k + j]}
         if result:
             result["eval/loss"] = sum(result.values()) / len(result)
         result.update({f"align/{g}": sums[2 * k + j] / sums[3 * k + j] for j, g in enumerate(groups) if sums[3 * k + j]})
+        if result:
+            result.update({f"val_codebook/{i}": v for i, v in enumerate(codebooks)})
         if snapshot is not None and self.dist.is_main:
             path = self.out_dir / "attention" / f"step-{self.step:07d}.npy"
             path.parent.mkdir(parents=True, exist_ok=True)
