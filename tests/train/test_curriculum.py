@@ -1,5 +1,6 @@
 """The curriculum end to end, the warm-up's frozen parameters, exact resume and 2-process training."""
 
+import json
 import os
 import subprocess
 import sys
@@ -158,3 +159,19 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
     assert judge_checkpoints(out / "backbone", per_task=1, progress=False) == judged  # nothing judged twice
     with pytest.raises(UniMoEError, match="no backbone stage"):
         run_recipe(recipe_from_dict(recipe_dict(corpus, tmp_path / "other")), "backbone", progress=False)
+
+
+def test_a_run_saved_before_a_setting_existed_still_resumes(corpus, tmp_path):
+    """A recipe.json without a setting added to the schema later matches the same recipe (the
+    setting takes its default), while a changed value is still a different recipe."""
+    from unimoe_audio.train.curriculum import same_recipe
+
+    recipe = recipe_from_dict(recipe_dict(corpus, tmp_path / "run"))
+    saved = json.loads(json.dumps(recipe.to_dict()))
+    for stage in saved["stages"].values():
+        del stage["align_sigma"]  # as written by a version that did not have it
+    del saved["backbone_groups"]
+    assert same_recipe(saved, recipe)
+    saved["stages"]["joint"]["steps"] += 1
+    assert not same_recipe(saved, recipe)
+    assert not same_recipe({**saved, "retired_setting": 1}, recipe)

@@ -34,7 +34,7 @@ from unimoe_audio.io import save_figure, write_json
 from unimoe_audio.model import (FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel,
                                 load_model, save_model)
 from unimoe_audio.moe import DCMoEConfig
-from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig
+from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig, recipe_from_dict
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, read_metrics
 from unimoe_audio.train.upcycle import freeze_for_warmup, unfreeze, upcycle
@@ -73,7 +73,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         saved = out / "recipe.json"
-        if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(recipe.to_dict())):
+        if saved.is_file() and not same_recipe(json.loads(saved.read_text()), recipe):
             raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out})")
         write_json(saved, recipe.to_dict())
         if not (corpus / "train.jsonl").is_file():
@@ -105,6 +105,16 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
                                recipe.max_music_frames)
     return Run(recipe, out, codec, frontend, base, TokenDataset(tokens, "train"), TokenDataset(tokens, "validation"),
                collate, dist, progress)
+
+
+def same_recipe(saved: dict, recipe: RecipeConfig) -> bool:
+    """Whether a run's saved recipe is `recipe`; settings added to the schema since the run was
+    saved count with their defaults, so a newer version of the code resumes an older run."""
+    try:
+        before = recipe_from_dict(saved).to_dict()
+    except UniMoEError:  # a setting the schema no longer has
+        return False
+    return json.loads(json.dumps(before)) == json.loads(json.dumps(recipe.to_dict()))
 
 
 def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfig,
