@@ -28,7 +28,8 @@ import torch
 import torch.distributed as tdist
 
 from unimoe_audio.codec import Codec, DelayPattern, SpectralCodec, SpectralCodecConfig, load_codec
-from unimoe_audio.data import TASK_GROUPS, TokenDataset, build, encode_corpus, read_manifest
+from unimoe_audio.data import SPLITS, TASK_GROUPS, TokenDataset, encode_corpus, read_manifest
+from unimoe_audio.data.build import build
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, write_json
 from unimoe_audio.model import SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, load_model, save_model
@@ -84,7 +85,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
         codec = load_codec(c.codec_dir)
         encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
         if not (out / "frontend.json").is_file():
-            entries = [e for split in ("train", "validation", "test") for e in read_manifest(corpus / f"{split}.jsonl")]
+            entries = [e for split in SPLITS for e in read_manifest(corpus / f"{split}.jsonl")]
             TextFrontend.fit(entries).save(out / "frontend.json")
     _barrier(dist)
     codec = load_codec(c.codec_dir)
