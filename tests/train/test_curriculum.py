@@ -158,3 +158,17 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
     assert judge_checkpoints(out / "backbone", per_task=1, progress=False) == judged  # nothing judged twice
     with pytest.raises(UniMoEError, match="no backbone stage"):
         run_recipe(recipe_from_dict(recipe_dict(corpus, tmp_path / "other")), "backbone", progress=False)
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_with_a_warning(tmp_path, capsys):
+    from unimoe_audio.train.trainer import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    assert "metrics.jsonl:3 was cut short" in capsys.readouterr().err
+    MetricsLog(path, tmp_path / "tb", resume_step=1).close()  # resuming from step 1 keeps what came before it
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
+    path.write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.5}\n')
+    with pytest.raises(UniMoEError, match="metrics.jsonl:1 is not valid JSON"):
+        read_metrics(path)

@@ -19,6 +19,7 @@ import json
 import math
 import random
 import re
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -304,11 +305,10 @@ class Trainer:
         try:
             with atomic_path(path) as tmp:
                 torch.save({**self.state_dict(), "rng": rngs}, tmp)
-        except OSError as err:
+        except UniMoEError as err:  # unwritable folder or full disk
             previous = list_checkpoints(self.ckpt_dir)
             kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-            raise UniMoEError(f"could not write checkpoint {path} ({err.strerror or err}); {kept}. "
-                              f"Free disk space and run again with --resume") from None
+            raise UniMoEError(f"{err}; {kept}. Free disk space and run again with --resume") from None
         for old in list_checkpoints(self.ckpt_dir)[: -self.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
@@ -375,11 +375,9 @@ class MetricsLog:
         self.path, self.enabled, self.writer = path, enabled, None
         if not enabled:
             return
-        kept = []
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+        kept = [row for row in read_metrics(path) if row["step"] <= resume_step] if path.is_file() else []
         with atomic_path(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)
@@ -399,7 +397,20 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl. A last line cut short (the process was killed while writing it)
+    is left out with a warning; a damaged line before it is an error naming the line."""
+    lines = [(n, line) for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise UniMoEError(f"{path}:{n} is not valid JSON; delete the line (or the file) and run again") from None
+            print(f"warning: {path}:{n} was cut short (an interrupted write); it is left out", file=sys.stderr)
+            continue
+        rows.append(row)
+    return rows
 
 
 def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
