@@ -66,9 +66,9 @@ def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = Tr
     never stops the run."""
     counts = {}
     codec_hash = codec.fingerprint()
-    for split in splits:
+    manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in splits}  # every line checked first
+    for split, entries in manifests.items():
         manifest = corpus / f"{split}.jsonl"
-        entries = read_manifest(manifest)
         out = corpus / "tokens" / split
         info_path = out / "info.json"
         signature = {"codec_type": codec.codec_type, "num_codebooks": codec.num_codebooks,

@@ -78,15 +78,15 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
         write_json(saved, recipe.to_dict())
         if not (corpus / "train.jsonl").is_file():
             build(corpus, c.size, c.seed, progress=progress)
+        manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in SPLITS}  # every line checked first
         if not (c.codec_dir / "config.json").is_file():
-            files = [corpus / e["audio"] for e in read_manifest(corpus / "train.jsonl")]
+            files = [corpus / e["audio"] for e in manifests["train"]]
             config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed)
             SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
         encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
         if not (out / "frontend.json").is_file():
-            entries = [e for split in SPLITS for e in read_manifest(corpus / f"{split}.jsonl")]
-            TextFrontend.fit(entries).save(out / "frontend.json")
+            TextFrontend.fit([e for entries in manifests.values() for e in entries]).save(out / "frontend.json")
     _barrier(dist)
     codec = load_codec(c.codec_dir)
     frontend = TextFrontend.load(out / "frontend.json")

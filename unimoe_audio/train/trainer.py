@@ -5,6 +5,8 @@ autocast on GPU; DDP when launched by torchrun / accelerate. Logs go to TensorBo
 `metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at the end. Checkpoints are single
 files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
+A stage that starts afresh seeds its RNGs from (seed, stage name), so its losses do not depend on
+what ran before it in the same process.
 
 Data order does not depend on the process layout: optimizer step s consumes the global
 micro-batches s·A·W … s·A·W + A·W − 1 of the sampler (A = accumulation, W = processes), and
@@ -15,6 +17,7 @@ with A = 1 see the same global batch and take the same step.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -83,6 +86,15 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def seed_stage(seed: int, name: str) -> None:
+    """Seed torch, numpy and python from (recipe seed, stage name): a stage draws the same random
+    numbers (router jitter) whether it follows another in one process or starts in a fresh one."""
+    key = int.from_bytes(hashlib.sha256(f"{seed}|{name}".encode()).digest()[:8], "little")
+    torch.manual_seed(key)
+    np.random.seed(key % 2**32)
+    random.seed(key)
 
 
 def set_rng_state(state: dict) -> None:
@@ -339,6 +351,8 @@ class Trainer:
         elif not resume and self.dist.is_main and list_checkpoints(self.ckpt_dir):
             raise UniMoEError(f"{self.ckpt_dir} already holds checkpoints; pass --resume to continue the run "
                               f"or choose another --out")
+        else:
+            seed_stage(self.seed, self.name)
         if self.dist.is_main and hasattr(self.model, "config"):  # what eval/checkpoints.py needs to rebuild a checkpoint
             write_json(self.out_dir / "stage.json", {"model": self.model.config.to_dict(), "groups": sorted(self.sampler.by_group)})
         log = MetricsLog(metrics_path, self.out_dir / "tensorboard", self.step, enabled=self.dist.is_main)
