@@ -230,3 +230,11 @@ def test_a_bad_manifest_line_is_refused_before_the_codec_is_trained(corpus, tmp_
     with pytest.raises(UniMoEError, match=r"test.jsonl:\d+: unknown group 'songs'"):
         run_recipe(recipe, progress=False)
     assert not (tmp_path / "c" / "codec").exists() and not (tmp_path / "c" / "tokens").exists()
+
+
+def test_a_paper_preset_that_cannot_be_built_is_refused_before_the_corpus_is_built(tmp_path):
+    recipe = recipe_from_dict({"out": str(tmp_path / "run"), "corpus": {"path": str(tmp_path / "corpus")},
+                               "model": {"preset": "paper"}})
+    with pytest.raises(UniMoEError, match="promises the paper's DCMoE"):
+        run_recipe(recipe, progress=False)
+    assert not (tmp_path / "corpus").exists()

@@ -75,8 +75,11 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
         saved = out / "recipe.json"
         if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(recipe.to_dict())):
             raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out})")
+        built = (corpus / "train.jsonl").is_file()
+        groups = {e["group"] for e in read_manifest(corpus / "train.jsonl")} if built else TASK_GROUPS  # a build has all
+        recipe.moe_config(len(groups))  # the DCMoE the specialists will make, checked before any work
         write_json(saved, recipe.to_dict())
-        if not (corpus / "train.jsonl").is_file():
+        if not built:
             build(corpus, c.size, c.seed, progress=progress)
         manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in SPLITS}  # every line checked first
         if not (c.codec_dir / "config.json").is_file():
@@ -90,16 +93,9 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     _barrier(dist)
     codec = load_codec(c.codec_dir)
     frontend = TextFrontend.load(out / "frontend.json")
-    fields = dict(recipe.model)
-    preset = fields.pop("preset", "tiny")
     k = codec.num_codebooks
-    delays = UniMoEAudioConfig().delays if k == 12 else tuple(range(k))
-    try:
-        base = UniMoEAudioConfig.preset(preset, **{"ffn": "dense", **fields})
-    except TypeError as err:
-        raise UniMoEError(f"invalid model settings in the recipe: {err}") from None
-    base = replace(base, text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
-                   delays=delays).dense()
+    base = recipe.specialist_config(text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
+                                    delays=UniMoEAudioConfig().delays if k == 12 else tuple(range(k)))
     tokens = corpus / "tokens"
     collate = SequenceCollator(frontend, DelayPattern(base.delays, base.codebook_size), base.cond_dropout,
                                recipe.max_music_frames)
@@ -126,16 +122,8 @@ def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfi
 
 
 def moe_config(run: Run, **changes) -> DCMoEConfig:
-    """The DCMoE built from len(groups) specialists, each FFN cut into slices_per_specialist experts."""
-    m, width = run.recipe.moe, run.base.intermediate_size
-    if width % m.slices_per_specialist:
-        raise UniMoEError(f"the specialists' FFN width {width} does not split into {m.slices_per_specialist} "
-                          "equal experts; change moe.slices_per_specialist or model.intermediate_size")
-    routed = width // m.slices_per_specialist
-    config = DCMoEConfig(hidden_size=run.base.hidden_size, num_routed=len(run.groups) * m.slices_per_specialist,
-                         routed_size=routed, num_null=m.num_null, num_shared=m.num_shared,
-                         shared_size=m.shared_size or max(1, routed // 2), top_p=m.top_p)
-    return replace(config, **changes)
+    """The DCMoE built from one specialist per task group (RecipeConfig.moe_config)."""
+    return run.recipe.moe_config(len(run.groups), **changes)
 
 
 def fresh(run: Run, config: UniMoEAudioConfig) -> UniMoEAudioModel:
