@@ -160,6 +160,7 @@ def test_a_tiny_model_overfits_and_greedy_generation_reproduces_its_item(fronten
     (lambda api, p: api.music("jig", duration=float("inf")), "duration"),
     (lambda api, p: api.music("jig", config=GenerationConfig(temperature=float("nan"))), "temperature must be a finite"),
     (lambda api, p: api.music("jig", config=GenerationConfig(guidance_scale=float("nan"))), "guidance_scale must be a finite"),
+    (lambda api, p: GenerationConfig(top_p=[1.0, float("nan"), 1.0, 1.0]), "top_p must be a finite"),
     (lambda api, p: api.music("ΩΩΩΩ jig", duration=0.1), r"4 of its 8 symbols are unknown to this model \(ω\)"),
     (lambda api, p: api.tts("你好", language="zh", speaker="en_slt"), "speaks en, not zh; choose one of zh_m1"),
     (lambda api, p: api.tts("我有apple", language="zh", speaker="zh_m1"), "a p l e are not Chinese characters"),

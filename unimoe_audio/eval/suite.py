@@ -35,7 +35,10 @@ def corpus_of(model_dir: Path) -> Path:
     info = Path(model_dir) / "training.json"
     if not info.is_file():
         raise UniMoEError(f"{model_dir} does not record its corpus; pass --corpus DIR")
-    return Path(json.loads(info.read_text())["corpus"])
+    try:
+        return Path(json.loads(info.read_text(encoding="utf-8"))["corpus"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UniMoEError(f"{info} is damaged ({err!r}); pass --corpus DIR") from None
 
 
 def select(entries: list[dict], per_task: int | None) -> list[dict]:

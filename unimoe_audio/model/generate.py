@@ -61,13 +61,11 @@ class GenerationConfig:
     eos_logit_factor: float | None = None  # "released" only; None: DEFAULT_EOS_FACTOR for the task
 
     def __post_init__(self) -> None:
-        numbers = {"guidance_scale": self.guidance_scale, "moe_top_p": self.moe_top_p,
-                   "eos_logit_factor": self.eos_logit_factor,
-                   **{name: v for name in ("temperature", "top_k", "top_p")
-                      for v in ([getattr(self, name)] if isinstance(getattr(self, name), (int, float)) else getattr(self, name))}}
-        for name, value in numbers.items():
-            if value is not None and not math.isfinite(value):
-                raise UniMoEError(f"{name} must be a finite number, got {value}")
+        for name in ("guidance_scale", "moe_top_p", "eos_logit_factor", "temperature", "top_k", "top_p"):
+            value = getattr(self, name)
+            values = [value] if value is None or isinstance(value, (int, float)) else list(value)  # or one per codebook
+            if not all(v is None or math.isfinite(v) for v in values):
+                raise UniMoEError(f"{name} must be a finite number (or one per codebook), got {value}")
         if self.decoding not in DECODINGS:
             raise UniMoEError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.max_frames < 1 or not 0 <= self.min_frames <= self.max_frames:
