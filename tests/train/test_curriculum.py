@@ -184,6 +184,7 @@ def test_resume_across_and_within_stages_reproduces_the_uninterrupted_losses(cor
 
     def recipe(name):
         data = recipe_dict(corpus, tmp_path / name)
+        data["stages"]["specialists"]["steps"] = 1
         data["stages"]["joint"].update(checkpoint_every=1, log_every=1)
         return recipe_from_dict(data)
 
@@ -232,9 +233,14 @@ def test_a_bad_manifest_line_is_refused_before_the_codec_is_trained(corpus, tmp_
     assert not (tmp_path / "c" / "codec").exists() and not (tmp_path / "c" / "tokens").exists()
 
 
-def test_a_paper_preset_that_cannot_be_built_is_refused_before_the_corpus_is_built(tmp_path):
+def test_a_paper_preset_that_cannot_be_built_is_refused_before_the_corpus_is_built(tmp_path, monkeypatch):
+    import unimoe_audio.train.curriculum as curriculum
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the corpus build started")
+
+    monkeypatch.setattr(curriculum, "build", no_build)
     recipe = recipe_from_dict({"out": str(tmp_path / "run"), "corpus": {"path": str(tmp_path / "corpus")},
                                "model": {"preset": "paper"}})
     with pytest.raises(UniMoEError, match="promises the paper's DCMoE"):
         run_recipe(recipe, progress=False)
-    assert not (tmp_path / "corpus").exists()
