@@ -184,8 +184,8 @@ def test_resume_across_and_within_stages_reproduces_the_uninterrupted_losses(cor
 
     def recipe(name):
         data = recipe_dict(corpus, tmp_path / name)
-        data["stages"]["specialists"]["steps"] = 1
-        data["stages"]["joint"].update(checkpoint_every=1, log_every=1)
+        data["stages"]["specialists"] = {**STAGE, "steps": 1}
+        data["stages"]["joint"] = {**data["stages"]["joint"], "checkpoint_every": 1, "log_every": 1}
         return recipe_from_dict(data)
 
     def fresh_process():  # what differs in a new process: the global random state
