@@ -62,7 +62,7 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
     for i, e in enumerate(tqdm(entries, desc="generating test items", unit="item", disable=not progress)):
         if e["task"] == "t2m":
             seconds = min(e["duration"], max_music_seconds)
-            frames = max(1, round(seconds * api.codec.frame_rate))
+            frames = api.music_frames(seconds)
             config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
             request = api.request("t2m", caption=e["caption"])
         else:
