@@ -237,3 +237,12 @@ def test_quickstart_samples_only_what_the_corpus_has(api, tmp_path, capsys):
     assert set(clips) == {"speech-en"} and (tmp_path / "samples" / "samples.png").is_file()
     out = capsys.readouterr().out
     assert "no speech-zh clip: the corpus has no zh speaker" in out and "no music clip" in out
+
+
+def test_eval_generates_music_for_an_entry_without_a_duration(api, tmp_path):
+    """`duration` is optional in a hand-written manifest: the clip is as long as eval's music limit."""
+    from unimoe_audio.eval.suite import generate_split
+
+    entry = {"id": "m", "task": "t2m", "group": "music", "language": None, "caption": "A jig on violin.", "audio": "m.wav"}
+    generated = generate_split(api, tmp_path, [entry], tmp_path / "out", seed=0, max_music_seconds=0.2, progress=False)
+    assert generated["m"]["seconds"] == (10 - 1) * 320 / 16_000 and generated["m"]["path"].is_file()

@@ -61,7 +61,7 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
     results = {}
     for i, e in enumerate(tqdm(entries, desc="generating test items", unit="item", disable=not progress)):
         if e["task"] == "t2m":
-            seconds = min(e["duration"], max_music_seconds)
+            seconds = min(e.get("duration") or max_music_seconds, max_music_seconds)  # duration is optional
             frames = api.music_frames(seconds)
             config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
             request = api.request("t2m", caption=e["caption"])
