@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from unimoe_audio.codec import load_audio, prepare_wave, save_audio
+from unimoe_audio.codec import load_audio, mono, prepare_wave, save_audio
 from unimoe_audio.errors import UniMoEError
 
 
@@ -43,3 +43,13 @@ def test_unreadable_and_truncated_files_raise(tmp_path):
     junk.write_bytes(b"RIFF\x00\x00")
     with pytest.raises(UniMoEError, match="cannot read"):
         load_audio(junk)
+
+
+def test_one_recording_in_any_channel_layout_becomes_mono():
+    t = np.arange(16_000) / 16_000
+    left, right = np.sin(2 * np.pi * 220 * t), 0.5 * np.sin(2 * np.pi * 330 * t)
+    expected = ((left + right) / 2).astype(np.float32)
+    np.testing.assert_allclose(mono(np.stack([left, right], axis=1)), expected, atol=1e-6)  # soundfile's [T, C]
+    np.testing.assert_allclose(mono(torch.from_numpy(np.stack([left, right]))), expected, atol=1e-6)  # torch's [C, T]
+    with pytest.raises(UniMoEError, match="at most 8 channels"):
+        mono(np.zeros((100, 100)))

@@ -99,3 +99,18 @@ def test_codec_cli_train_encode_decode(speech, tmp_path):
                  "-o", str(tmp_path / "out.wav")]) == 0
     assert load_audio(tmp_path / "out.wav")[0].std() > 0
     assert main(["codec", "train", "--audio", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_audio_shorter_than_the_analysis_window_is_refused_not_crashed(corpus):
+    codec = load_codec(corpus / "codec")  # n_fft 1024: the STFT needs more than 512 samples
+    with pytest.raises(UniMoEError, match="shorter than the codec's analysis window"):
+        codec.encode(np.full(300, 0.1, np.float32), 16_000)
+    assert codec.encode(np.full(600, 0.1, np.float32), 16_000).shape[-1] == 2
+
+
+def test_a_one_frame_code_file_is_refused_instead_of_an_empty_wav(corpus, tmp_path, capsys):
+    from unimoe_audio.cli.main import main
+
+    np.save(tmp_path / "one.npy", np.zeros((2, 1), np.int64))
+    assert main(["codec", "decode", "--codec", str(corpus / "codec"), str(tmp_path / "one.npy"), "-o", str(tmp_path / "o.wav")]) == 2
+    assert "1 frame(s), which decode to no audio" in capsys.readouterr().err and not (tmp_path / "o.wav").exists()

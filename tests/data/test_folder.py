@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from unimoe_audio.codec import load_audio
-from unimoe_audio.data.build import read_manifest
+from unimoe_audio.data import read_manifest
 from unimoe_audio.data.folder import import_folder
 from unimoe_audio.errors import UniMoEError
 
@@ -79,3 +79,27 @@ def test_music_folder_uses_captions_and_bad_requests_are_named(tmp_path):
         import_folder(tmp_path / "c", tmp_path / "x", "t2m")
     with pytest.raises(UniMoEError, match="not a folder"):
         import_folder(tmp_path / "missing", tmp_path / "x", "t2m")
+
+
+def test_a_transcript_that_is_not_utf8_is_skipped_with_the_reason(speech_folder, tmp_path):
+    (speech_folder / "alice" / "0.txt").write_bytes("Caf\xe9 au lait.".encode("latin-1"))
+    report = import_folder(speech_folder, tmp_path / "corpus", "tts", "en")
+    reasons = {s["id"]: s["reason"] for s in report["skipped"]}
+    assert "0.txt is not UTF-8 text" in reasons["my-voices-alice-0"]
+    entries = [e for split in ("train", "validation", "test") for e in read_manifest(tmp_path / "corpus" / f"{split}.jsonl")]
+    assert not any("\ufffd" in (e["text"] or "") for e in entries)
+
+
+def test_a_second_folder_of_the_same_name_does_not_replace_the_first(speech_folder, tmp_path):
+    out = tmp_path / "corpus"
+    import_folder(speech_folder, out, "tts", "en")
+    before = {split: (out / f"{split}.jsonl").read_text() for split in ("train", "validation", "test")}
+    twin = tmp_path / "elsewhere" / speech_folder.name
+    (twin / "carol").mkdir(parents=True)
+    for n in range(3):
+        _tone(twin / "carol" / f"{n}.wav", 0.5)
+        (twin / "carol" / f"{n}.txt").write_text(f"Carol says {n}.")
+    with pytest.raises(UniMoEError, match="already holds a folder named 'my-voices'.*rename one of the folders"):
+        import_folder(twin, out, "tts", "en")
+    assert {split: (out / f"{split}.jsonl").read_text() for split in before} == before
+    import_folder(speech_folder, out, "tts", "en")  # re-importing the same folder still replaces its entries

@@ -66,3 +66,31 @@ def test_reproduce_writes_the_comparison_report(models, tmp_path):
     assert len(stamps) == 8
     assert main(["reproduce", "--config", str(models / "recipe.yaml"), "--report", str(report), "--per-task", "1"]) == 0
     assert {p: p.stat().st_mtime_ns for p in models.glob("eval/*/results.json")} == stamps
+
+
+def test_music_without_tempo_or_key_is_scored_for_what_it_states(corpus):
+    """An imported music corpus has captions but no bpm/key/parts fields: the other scores still come."""
+    from unimoe_audio.data import read_manifest
+    from unimoe_audio.eval.suite import markdown, score_music
+
+    music = [e for e in read_manifest(corpus / "validation.jsonl") if e["task"] == "t2m"]
+    items = [{k: v for k, v in e.items() if k not in ("bpm", "key", "parts")} for e in music[:1]] + music[1:]
+    generated = {e["id"]: {"path": corpus / e["audio"]} for e in items}
+    result = score_music(items, generated, corpus)
+    assert result["unscored"] == {"bpm": 1, "key": 1, "parts": 1}
+    assert result["ground_truth"]["tempo_accuracy"] is not None and result["frechet"] is not None
+    none = score_music(items[:1], generated, corpus)["generated"]
+    assert set(none.values()) == {None}
+    report = {"model": "m", "split": "validation", "music": result, "empty_outputs": 0, "real_time_factor": {}}
+    assert "1 without bpm, 1 without key, 1 without parts" in markdown(report)
+
+
+def test_a_corrupt_judge_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
+    from unimoe_audio.eval.ceiling import GroundTruthCache
+
+    (tmp_path / "judge-cache.json").write_text('{"whisper:en:a.wav": "the ca')
+    cache = GroundTruthCache(tmp_path)
+    assert cache.get("whisper:en:a.wav", lambda: "the cat") == "the cat"
+    cache.save()
+    assert GroundTruthCache(tmp_path).values == {"whisper:en:a.wav": "the cat"}
+    assert "judge-cache.json is corrupt" in capsys.readouterr().err

@@ -192,6 +192,14 @@ def test_a_tiny_model_overfits_and_greedy_generation_reproduces_its_item(fronten
     (lambda api, p: api.tts("word " * 400, language="en", speaker="en_slt"), "positions"),
     (lambda api, p: api.music("jig", duration=60), "positions"),
     (lambda api, p: api.music("jig", duration=-1), "duration"),
+    (lambda api, p: api.music("jig", duration=float("nan")), "duration"),
+    (lambda api, p: api.music("jig", duration=float("inf")), "duration"),
+    (lambda api, p: api.music("jig", config=GenerationConfig(temperature=float("nan"))), "temperature must be a finite"),
+    (lambda api, p: api.music("jig", config=GenerationConfig(guidance_scale=float("nan"))), "guidance_scale must be a finite"),
+    (lambda api, p: GenerationConfig(top_p=[1.0, float("nan"), 1.0, 1.0]), "top_p must be a finite"),
+    (lambda api, p: api.music("ΩΩΩΩ jig", duration=0.1), r"4 of its 8 symbols are unknown to this model \(ω\)"),
+    (lambda api, p: api.tts("你好", language="zh", speaker="en_slt"), "speaks en, not zh; choose one of zh_m1"),
+    (lambda api, p: api.tts("我有apple", language="zh", speaker="zh_m1"), "a p l e are not Chinese characters"),
     (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["silent"], prompt_text="Glue."), "silent"),
     (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["short"], prompt_text="Glue."), "long"),
     (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["long"], prompt_text="Glue."), "long"),
@@ -208,3 +216,69 @@ def test_bad_input_gets_a_clear_error(api, tmp_path, call, message):
     paths["broken"].write_bytes(b"RIFF not really a wave file")
     with pytest.raises(UniMoEError, match=message):
         call(api, paths)
+
+
+def test_mandarin_digits_are_spelled_not_dropped():
+    from unimoe_audio.model.frontend import mandarin_pinyin
+
+    assert mandarin_pinyin("我有3个，好！") == "wo3 you3 san1 ge4 hao3"
+    assert mandarin_pinyin("２０２４年") == mandarin_pinyin("二零二四年")  # full-width digits too
+
+
+def test_a_stereo_prompt_in_soundfiles_layout_is_a_voice_prompt(api, codec):
+    import numpy as np
+
+    wave = codec.decode(torch.randint(0, C, (1, K, 40)))[0].numpy()  # 0.78 s
+    stereo = np.stack([wave, 0.5 * wave], axis=1)  # [T, C], as sf.read returns it
+    request = api.request("clone", text="Rice.", language="en", prompt_audio=(stereo, 16_000), prompt_text="Glue.")
+    assert torch.equal(request.prompt_codes, codec.encode(0.75 * wave, 16_000)[0])
+
+
+def test_a_given_config_keeps_the_duration_and_the_speech_budget(api):
+    wave, rate = api.music("A jig on violin.", duration=0.2, config=GenerationConfig(max_frames=50, min_frames=50, seed=0))
+    assert len(wave) == (10 - 1) * 320  # the duration's 10 frames, not the config's 50
+    budget = api.speech_budget("Hi.", "en")
+    wave, _ = api.tts("Hi.", language="en", speaker="en_slt", config=GenerationConfig(max_frames=300, min_frames=300, seed=0))
+    assert budget < 300 and len(wave) <= budget * 320
+
+
+def test_moe_top_p_is_refused_where_no_router_uses_it(frontend, codec, examples):
+    from dataclasses import replace
+
+    dense = UniMoEAudio(UniMoEAudioModel(tiny_config(frontend, ffn="dense")), frontend, codec)
+    topk = tiny_config(frontend)
+    topk = UniMoEAudio(UniMoEAudioModel(replace(topk, moe=replace(topk.moe, routing="top_k", top_k=2))), frontend, codec)
+    for api, kind in ((dense, "a dense model"), (topk, "route Top-K")):
+        with pytest.raises(UniMoEError, match=f"moe_top_p .*{kind}"):
+            api.generate(requests(examples)[:1], GenerationConfig(max_frames=4, moe_top_p=0.5))
+
+
+def test_unseeded_generation_leaves_the_callers_random_state_alone(api, examples):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    api.generate(requests(examples)[:1], GenerationConfig(max_frames=4))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_quickstart_samples_only_what_the_corpus_has(api, tmp_path, capsys):
+    import json
+
+    from unimoe_audio.cli.quickstart import samples
+
+    english = {"id": "e", "task": "tts", "group": "speech-en", "language": "en", "text": "Hi.", "speaker": "en_slt",
+               "audio": "e.wav"}
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps(english) + "\n")
+    clips = samples(api, tmp_path, tmp_path / "samples", seed=0)
+    assert set(clips) == {"speech-en"} and (tmp_path / "samples" / "samples.png").is_file()
+    out = capsys.readouterr().out
+    assert "no speech-zh clip: the corpus has no zh speaker" in out and "no music clip" in out
+
+
+def test_eval_generates_music_for_an_entry_without_a_duration(api, tmp_path):
+    """`duration` is optional in a hand-written manifest: the clip is as long as eval's music limit."""
+    from unimoe_audio.eval.suite import generate_split
+
+    entry = {"id": "m", "task": "t2m", "group": "music", "language": None, "caption": "A jig on violin.", "audio": "m.wav"}
+    generated = generate_split(api, tmp_path, [entry], tmp_path / "out", seed=0, max_music_seconds=0.2, progress=False)
+    assert generated["m"]["seconds"] == (10 - 1) * 320 / 16_000 and generated["m"]["path"].is_file()

@@ -49,3 +49,32 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("stages: [unclosed\n")
     with pytest.raises(UniMoEError, match="YAML"):
         load_recipe(bad)
+
+
+@pytest.mark.parametrize("model, words", [
+    ({"num_codebooks": 8}, ["model.num_codebooks cannot be set", "the codec"]),
+    ({"codebook_size": 512, "text_vocab_size": 99}, ["model.codebook_size", "model.text_vocab_size", "front-end"]),
+    ({"delays": [0, 1]}, ["model.delays"]),
+    ({"ffn": "moe"}, ["model.ffn", "each stage"]),
+    ({"moe": {"num_routed": 4}}, ["model.moe", "top-level `moe:`"]),
+    ({"preset": "huge"}, ["unknown model.preset 'huge'"]),
+    ({"hidden_sise": 64}, ["hidden_sise", "'model'"]),
+    ({"hidden_size": "big"}, ["'model.hidden_size' must be int"]),
+    ({"hidden_size": 100, "num_heads": 3}, ["model: invalid UniMoEAudioConfig", "not divisible"]),
+])
+def test_the_model_section_is_typed_and_checked_when_the_recipe_is_read(model, words):
+    with pytest.raises(UniMoEError) as err:
+        recipe_from_dict({"model": {"preset": "tiny", **model}})
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_the_paper_preset_builds_the_papers_dcmoe_or_says_why_not():
+    paper = recipe_from_dict({"model": {"preset": "paper"}, "moe": {"slices_per_specialist": 4, "num_null": 1, "num_shared": 2}})
+    moe = paper.moe_config(2)  # speech and music specialists, 11008-wide FFNs, 4 slices each
+    assert (moe.num_routed, moe.routed_size, moe.num_null, moe.num_shared, moe.shared_size) == (8, 2752, 1, 2, 1376)
+    with pytest.raises(UniMoEError, match="promises the paper's DCMoE .* 3 specialists' 11008-wide FFNs .* 12 × 2752"):
+        paper.moe_config(3)  # the built corpus's three task groups
+    with pytest.raises(UniMoEError, match="6 × 5504"):
+        recipe_from_dict({"model": {"preset": "paper"}}).moe_config(3)  # the default 2 slices
+    assert recipe_from_dict({"model": {"preset": "small"}}).moe_config(3).num_routed == 6  # other presets: as configured

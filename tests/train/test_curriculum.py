@@ -175,3 +175,89 @@ def test_a_run_saved_before_a_setting_existed_still_resumes(corpus, tmp_path):
     saved["stages"]["joint"]["steps"] += 1
     assert not same_recipe(saved, recipe)
     assert not same_recipe({**saved, "retired_setting": 1}, recipe)
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_with_a_warning(tmp_path, capsys):
+    from unimoe_audio.train.trainer import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    assert "metrics.jsonl:3 was cut short" in capsys.readouterr().err
+    MetricsLog(path, tmp_path / "tb", resume_step=1).close()  # resuming from step 1 keeps what came before it
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}]
+    path.write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.5}\n')
+    with pytest.raises(UniMoEError, match="metrics.jsonl:1 is not valid JSON"):
+        read_metrics(path)
+
+
+def test_resume_across_and_within_stages_reproduces_the_uninterrupted_losses(corpus, tmp_path, monkeypatch):
+    """Killed between warm-up and joint, or during joint, then run again (with whatever random state the
+    new process has): warm-up and joint losses are bit-identical to one uninterrupted run."""
+    import random
+    import shutil
+
+    import numpy as np
+
+    def recipe(name):
+        data = recipe_dict(corpus, tmp_path / name)
+        data["stages"]["specialists"] = {**STAGE, "steps": 1}
+        data["stages"]["joint"] = {**data["stages"]["joint"], "checkpoint_every": 1, "log_every": 1}
+        return recipe_from_dict(data)
+
+    def fresh_process():  # what differs in a new process: the global random state
+        torch.manual_seed(12345), np.random.seed(6789), random.seed(1011)
+
+    run_recipe(recipe("whole"), "joint", progress=False)
+    for name in ("between", "during"):  # both start from the same specialists and warm-up
+        for stage in ("specialists", "warmup"):
+            shutil.copytree(tmp_path / "whole" / stage, tmp_path / name / stage)
+        shutil.copy(tmp_path / "whole" / "frontend.json", tmp_path / name / "frontend.json")
+    fresh_process()
+    run_recipe(recipe("between"), "joint", progress=False)
+
+    original = Trainer.train_step
+
+    def dying_step(self):
+        if self.name == "joint" and self.step == 2:
+            raise KeyboardInterrupt  # killed after the step-2 checkpoint, mid-way through step 3
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe("during"), "joint", progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    fresh_process()
+    run_recipe(recipe("during"), "joint", progress=False)
+
+    def losses(name):
+        return [(r["step"], r["loss"], r.get("eval/loss")) for r in read_metrics(tmp_path / name / "joint" / "metrics.jsonl")]
+
+    assert len(losses("whole")) == 3
+    assert losses("between") == losses("whole")
+    assert losses("during") == losses("whole")
+
+
+def test_a_bad_manifest_line_is_refused_before_the_codec_is_trained(corpus, tmp_path):
+    (tmp_path / "c").mkdir()
+    for split in ("train", "validation", "test"):
+        text = (corpus / f"{split}.jsonl").read_text()
+        (tmp_path / "c" / f"{split}.jsonl").write_text(text.replace('"group": "music"', '"group": "songs"', 1)
+                                                       if split == "test" else text)
+    recipe = recipe_from_dict(recipe_dict(tmp_path / "c", tmp_path / "run"))
+    with pytest.raises(UniMoEError, match=r"test.jsonl:\d+: unknown group 'songs'"):
+        run_recipe(recipe, progress=False)
+    assert not (tmp_path / "c" / "codec").exists() and not (tmp_path / "c" / "tokens").exists()
+
+
+def test_a_paper_preset_that_cannot_be_built_is_refused_before_the_corpus_is_built(tmp_path, monkeypatch):
+    import unimoe_audio.train.curriculum as curriculum
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the corpus build started")
+
+    monkeypatch.setattr(curriculum, "build", no_build)
+    recipe = recipe_from_dict({"out": str(tmp_path / "run"), "corpus": {"path": str(tmp_path / "corpus")},
+                               "model": {"preset": "paper"}})
+    with pytest.raises(UniMoEError, match="promises the paper's DCMoE"):
+        run_recipe(recipe, progress=False)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from unimoe_audio.codec import SpectralCodec, SpectralCodecConfig, load_audio, load_codec, save_audio
+from unimoe_audio.codec.audio import AUDIO_SUFFIXES
 from unimoe_audio.errors import UniMoEError
-
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}
+from unimoe_audio.io import atomic_path
 
 
 def register(subparsers) -> None:
@@ -72,8 +72,9 @@ def encode(args) -> int:
     codec = load_codec(args.codec)
     wave, rate = load_audio(args.input)
     codes = codec.encode(wave, rate)[0].numpy()  # [K, T]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.output, codes)
+    with atomic_path(args.output) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, codes)
     print(f"{args.output}: {codes.shape[0]} codebooks x {codes.shape[1]} frames")
     return 0
 
@@ -85,6 +86,9 @@ def decode(args) -> int:
     except (OSError, ValueError) as err:
         raise UniMoEError(f"cannot read codes from {args.input}: {err}") from None
     wave = codec.decode(torch.from_numpy(codes))
+    if wave.shape[-1] == 0:
+        raise UniMoEError(f"{args.input} holds {codes.shape[-1]} frame(s), which decode to no audio with this codec "
+                          "(T frames span T - 1 hops); give at least 2 frames")
     save_audio(args.output, wave[0], codec.sample_rate)
     print(f"wrote {args.output}")
     return 0

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from unimoe_audio.codec import load_codec
-from unimoe_audio.data import SIZES, build, encode_corpus
+from unimoe_audio.data import encode_corpus
+from unimoe_audio.data.build import SIZES, build
+from unimoe_audio.eval.ceiling import judge_report
 from unimoe_audio.data.folder import import_folder
 
 
@@ -37,7 +39,8 @@ def register(subparsers) -> None:
 
 
 def run_build(args) -> int:
-    report = build(args.out, args.size, args.seed, args.workers, extra_voices=args.extra_voices)
+    build(args.out, args.size, args.seed, args.workers, extra_voices=args.extra_voices)
+    report = judge_report(args.out, SIZES[args.size].judged)  # the judges' ceiling, in the report
     print(f"{report['items']} items, hours {report['hours']}, speakers {report['speakers']}, "
           f"{len(report['skipped'])} skipped; report: {args.out / 'report.md'}")
     return 0

@@ -15,6 +15,7 @@ import sys
 import unimoe_audio.cli as cli_pkg
 from unimoe_audio import __version__
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import WRITE_ERRORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UniMoEError as err:
         print(f"unimoe-audio {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a write outside atomic_path: unwritable folder or full disk
+        if err.errno not in WRITE_ERRORS:
+            raise
+        print(f"unimoe-audio {args.command}: error: cannot write {err.filename or 'an output file'}: {err.strerror}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

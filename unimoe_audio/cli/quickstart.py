@@ -35,18 +35,26 @@ def register(subparsers) -> None:
 
 
 def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, Path]:
-    """One clip per task family, and a PNG of their spectrograms."""
-    speakers = {lang: next(s for s in api.speakers if s.startswith(f"{lang}_")) for lang in SPEECH}
-    music = next(e for e in read_manifest(corpus / "test.jsonl") if e["task"] == "t2m")
-    paths = {}
+    """One clip per task family the corpus has (speech in each language the model has a speaker
+    for, music if the test split has a caption), and a PNG of their spectrograms."""
+    language_of = {e["speaker"]: e["language"] for e in read_manifest(corpus / "train.jsonl") if e["task"] == "tts"}
+    speakers = {lang: next((s for s in api.speakers if language_of.get(s) == lang), None) for lang in SPEECH}
+    music = next((e for e in read_manifest(corpus / "test.jsonl") if e["task"] == "t2m"), None)
+    paths, titles = {}, {}
     for lang, text in SPEECH.items():
-        wave, rate = api.tts(text, language=lang, speaker=speakers[lang],
-                             config=GenerationConfig(max_frames=api.speech_budget(text, lang), seed=seed))
+        if speakers[lang] is None:
+            print(f"no speech-{lang} clip: the corpus has no {lang} speaker")
+            continue
+        wave, rate = api.tts(text, language=lang, speaker=speakers[lang], config=GenerationConfig(seed=seed))
         paths[f"speech-{lang}"] = save_audio(out / f"speech-{lang}.wav", wave, rate)
-    wave, rate = api.music(music["caption"], duration=8.0, config=GenerationConfig(max_frames=400, min_frames=400, seed=seed))
-    paths["music"] = save_audio(out / "music.wav", wave, rate)
-    titles = {"speech-en": SPEECH["en"], "speech-zh": mandarin_pinyin(SPEECH["zh"]), "music": music["caption"]}
-    plot_spectrograms(paths, out / "samples.png", titles)
+        titles[f"speech-{lang}"] = text if lang == "en" else mandarin_pinyin(text)
+    if music is None:
+        print("no music clip: the corpus's test split has no music items")
+    else:
+        wave, rate = api.music(music["caption"], duration=8.0, config=GenerationConfig(seed=seed))
+        paths["music"], titles["music"] = save_audio(out / "music.wav", wave, rate), music["caption"]
+    if paths:
+        plot_spectrograms(paths, out / "samples.png", titles)
     return paths
 
 

@@ -14,6 +14,7 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path
 
 MIN_SAMPLES = 64
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")  # what libsndfile reads
 
 
 def _to_float(wave: np.ndarray) -> np.ndarray:
@@ -57,6 +58,26 @@ def _check_samples(wave: np.ndarray, what: str) -> None:
         raise UniMoEError(f"{what}: audio is empty or too short ({wave.shape[-1]} samples; need at least {MIN_SAMPLES})")
     if not np.isfinite(wave).all():
         raise UniMoEError(f"{what}: audio contains NaN or infinite samples")
+
+
+MAX_CHANNELS = 8
+
+
+def mono(wave) -> np.ndarray:
+    """One recording -> mono float32 [T]: [T], soundfile's [T, C] or torch's [C, T] layout
+    (the channel axis is the short one, at most MAX_CHANNELS), float or integer PCM."""
+    if isinstance(wave, torch.Tensor):
+        wave = wave.detach().cpu().numpy()
+    wave = np.asarray(wave)
+    if not (np.issubdtype(wave.dtype, np.floating) or np.issubdtype(wave.dtype, np.integer)) or wave.dtype == np.bool_:
+        raise UniMoEError(f"waveform must hold float or integer PCM samples, got dtype {wave.dtype}")
+    wave = _to_float(wave)
+    if wave.ndim == 2 and min(wave.shape) <= MAX_CHANNELS and max(wave.shape) > MAX_CHANNELS:
+        wave = wave.mean(axis=int(np.argmin(wave.shape)))
+    if wave.ndim != 1:
+        raise UniMoEError(f"one recording must be [samples], [samples, channels] or [channels, samples] with at most "
+                          f"{MAX_CHANNELS} channels; got shape {list(wave.shape)}")
+    return wave
 
 
 def prepare_wave(wave, sample_rate: int, target_rate: int) -> torch.Tensor:

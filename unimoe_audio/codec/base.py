@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -43,6 +44,19 @@ class Codec(ABC):
     @classmethod
     @abstractmethod
     def from_pretrained(cls, directory: str | Path) -> "Codec": ...
+
+    @abstractmethod
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor that decides the codes (what `fingerprint` hashes)."""
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the codec's type, rate and weights: token shards record it, so codes made by
+        another codec are never read as this one's."""
+        h = hashlib.sha256(f"{self.codec_type}|{self.sample_rate}|{self.frame_rate}".encode())
+        for name, tensor in sorted(self.weights().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Validate codes [B, K, T] (or [K, T]) before decoding: shape and value range."""

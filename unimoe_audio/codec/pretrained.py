@@ -42,6 +42,9 @@ class TransformersCodec(Codec):
     def codebooks(config) -> int:
         raise NotImplementedError
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
     def save_pretrained(self, directory: str | Path) -> Path:
         self.model.save_pretrained(str(directory))
         return Path(directory)

@@ -97,11 +97,14 @@ class SpectralCodec(Codec):
         return griffin_lim(mag, self.config, self.window)[:, : (t - 1) * self.config.hop_length]
 
     # -- persistence ------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "std": self.std, "codebooks": self.codebooks}
+
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / "model.safetensors") as tmp:
-            save_file({"mean": self.mean, "std": self.std, "codebooks": self.codebooks.contiguous()}, str(tmp))
+            save_file({k: v.contiguous() for k, v in self.weights().items()}, str(tmp))
         write_json(directory / "config.json", {"codec_type": self.codec_type, **asdict(self.config)})
         return directory
 
@@ -165,6 +168,11 @@ class SpectralCodec(Codec):
 
 def log_mel(x: torch.Tensor, config: SpectralCodecConfig, mel_basis: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     """[B, S] -> log-mel frames [B, T, M], T = 1 + S // hop."""
+    shortest = config.n_fft // 2 + 1  # the STFT's centring reflects n_fft / 2 samples at each end
+    if x.shape[-1] < shortest:
+        raise UniMoEError(f"audio of {x.shape[-1]} samples ({1000 * x.shape[-1] / config.sample_rate:.0f} ms at "
+                          f"{config.sample_rate} Hz) is shorter than the codec's analysis window: give at least "
+                          f"{shortest} samples ({1000 * shortest / config.sample_rate:.0f} ms)")
     spec = torch.stft(x, config.n_fft, config.hop_length, window=window, return_complex=True)  # [B, F, T]
     mel = mel_basis @ spec.abs()
     return torch.log(mel + LOG_FLOOR).transpose(1, 2)

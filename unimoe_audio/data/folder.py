@@ -15,12 +15,11 @@ import os
 import random
 from pathlib import Path
 
-from unimoe_audio.codec.audio import load_audio
-from unimoe_audio.data.build import (SPLITS, clone_pairs, make_report, read_manifest, split_of, write_manifests,
-                                     write_report)
+from unimoe_audio.codec.audio import AUDIO_SUFFIXES, load_audio
+from unimoe_audio.data.build import clone_pairs, make_report, split_of, write_manifests, write_report
+from unimoe_audio.data.schema import SPLITS, read_manifest
 from unimoe_audio.errors import UniMoEError
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 CLONE_FRACTION = 0.2  # of training utterances that also become cloning targets, as in the built corpus
 
 
@@ -35,6 +34,7 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
         raise UniMoEError(f"held_out must be in [0, 0.5), got {held_out}")
     if not folder.is_dir():
         raise UniMoEError(f"not a folder: {folder}")
+    _check_source_name(folder, out)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise UniMoEError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}")
@@ -44,7 +44,12 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
         rel = path.relative_to(folder)
         item_id = "-".join((folder.name, *rel.with_suffix("").parts))  # unique across imported folders
         text_path = path.with_suffix(".txt")
-        text = text_path.read_text(encoding="utf-8", errors="replace").strip() if text_path.is_file() else None
+        try:
+            text = text_path.read_text(encoding="utf-8").strip() if text_path.is_file() else None
+        except UnicodeDecodeError as err:
+            skipped.append({"id": item_id, "reason": f"{text_path.name} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                                                      "save it as UTF-8"})
+            continue
         if not text:
             skipped.append({"id": item_id, "reason": f"{'empty' if text_path.is_file() else 'no'} {text_path.name}"})
             continue
@@ -76,3 +81,17 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
     report = make_report(entries, skipped, f"folder {folder.name}", seed)
     write_report(out, report)
     return report
+
+
+def _check_source_name(folder: Path, out: Path) -> None:
+    """A folder's entries are named after it: refuse a different folder of the same name, whose
+    import would replace the first one's entries (re-importing the same folder replaces them)."""
+    for split in SPLITS:
+        manifest = out / f"{split}.jsonl"
+        if not manifest.is_file():
+            continue
+        for e in read_manifest(manifest):
+            audio = (out / e["audio"]).resolve()
+            if e.get("source") == folder.name and not audio.is_relative_to(folder.resolve()):
+                raise UniMoEError(f"{out} already holds a folder named {folder.name!r} (e.g. {audio}); "
+                                  f"importing {folder} would replace its entries: rename one of the folders")

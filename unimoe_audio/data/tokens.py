@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -19,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from unimoe_audio.codec import Codec, load_audio
-from unimoe_audio.data.build import SPLITS, read_manifest
+from unimoe_audio.data.schema import SPLITS, read_manifest
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import atomic_path, read_json, write_json
 
 
 @dataclass
@@ -59,18 +60,23 @@ def _encode_files(paths: list[Path], codec: Codec, workers: int, desc: str, prog
 
 def encode_corpus(corpus: Path, codec: Codec, splits=SPLITS, progress: bool = True, workers: int = 1) -> dict[str, int]:
     """Encode every split's audio (`workers` processes); returns the items encoded per split. A
-    split whose shard is complete, readable and made by the same codec is kept; an unreadable or
-    truncated shard is encoded again, and items whose audio cannot be read are left out and listed
-    in the shard's info.json (both reported on stderr), so one bad file never stops the run."""
+    split whose shard is complete, readable and made by the same codec (the hash of its weights)
+    from the same manifest (the hash of its bytes) is kept; any other shard, or one whose info.json
+    is corrupt, is encoded again. Items whose audio cannot be read or is too short for the codec
+    are left out and listed in the shard's info.json (both reported on stderr), so one bad file
+    never stops the run."""
     counts = {}
-    for split in splits:
-        entries = read_manifest(corpus / f"{split}.jsonl")
+    codec_hash = codec.fingerprint()
+    manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in splits}  # every line checked first
+    for split, entries in manifests.items():
+        manifest = corpus / f"{split}.jsonl"
         out = corpus / "tokens" / split
         info_path = out / "info.json"
         signature = {"codec_type": codec.codec_type, "num_codebooks": codec.num_codebooks,
-                     "codebook_size": codec.codebook_size, "items": len(entries)}
-        if info_path.is_file():
-            info = json.loads(info_path.read_text())
+                     "codebook_size": codec.codebook_size, "items": len(entries), "codec_sha256": codec_hash,
+                     "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+        info = read_json(info_path, f"encoding {split} again")
+        if isinstance(info, dict):
             if {k: info.get(k) for k in signature} == signature and _readable(corpus / "tokens", split):
                 counts[split] = len(entries) - len(info.get("skipped", []))
                 continue

@@ -12,9 +12,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from unimoe_audio.codec import load_audio
+from unimoe_audio.data import read_manifest
+from unimoe_audio.data.build import write_report
 from unimoe_audio.eval.judges import SphinxJudge, WhisperJudge
 from unimoe_audio.eval.text import char_error_rate, word_error_rate
-from unimoe_audio.io import write_json
+from unimoe_audio.io import read_json, write_json
 
 RATE = 16_000
 
@@ -24,7 +26,7 @@ class GroundTruthCache:
 
     def __init__(self, corpus: Path):
         self.path = corpus / "judge-cache.json"
-        self.values = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.values = read_json(self.path, "judging the recordings again") or {}
 
     def get(self, key: str, compute):
         if key not in self.values:
@@ -58,3 +60,11 @@ def judge_corpus(corpus: Path, entries: list[dict], per_language: int, progress:
             scores["zh"] = {"items": len(items), "cer_whisper": char_error_rate(refs, heard)}
     cache.save()
     return scores
+
+
+def judge_report(corpus: Path, per_language: int, progress: bool = True) -> dict:
+    """Add the judges' scores on a built corpus's test recordings to its report (report.json/.md)."""
+    report = json.loads((corpus / "report.json").read_text(encoding="utf-8"))
+    report["ground_truth_judges"] = judge_corpus(corpus, read_manifest(corpus / "test.jsonl"), per_language, progress)
+    write_report(corpus, report)
+    return report

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from unimoe_audio.codec import load_codec
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.io import save_figure, write_json
+from unimoe_audio.io import atomic_path, save_figure, write_json
 from unimoe_audio.model import TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, save_model
 from unimoe_audio.train.config import recipe_from_dict
 from unimoe_audio.train.trainer import list_checkpoints, read_metrics
@@ -70,6 +70,8 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
     groups = tuple(json.loads((stage_dir / "stage.json").read_text())["groups"]) if (stage_dir / "stage.json").is_file() else None
     log = stage_dir / "judged.jsonl"
     rows = {r["step"]: r for r in read_metrics(log)} if log.is_file() else {}
+    with atomic_path(log) as tmp:  # without a line a kill cut short, so new rows append cleanly
+        tmp.write_text("".join(json.dumps(rows[s]) + "\n" for s in sorted(rows)), encoding="utf-8")
     for checkpoint in tqdm(checkpoints, desc=f"judging {stage_dir.name}", unit="checkpoint", disable=not progress):
         step = int(checkpoint.stem.split("-")[1])
         if step in rows:

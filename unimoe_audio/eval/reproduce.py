@@ -8,14 +8,13 @@ and a plain statement of where the claim held and where it did not.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from unimoe_audio.data import TASK_GROUPS
 from unimoe_audio.eval.routing import analyze_routing
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.io import atomic_path
+from unimoe_audio.io import atomic_path, read_json
 from unimoe_audio.train.config import load_recipe
 from unimoe_audio.train.curriculum import run_recipe
 
@@ -65,7 +64,9 @@ def evaluated(model_dir: Path, out: Path, per_task: int, groups) -> dict | None:
     results, weights = out / "results.json", model_dir / "model.safetensors"
     if not results.is_file() or not weights.is_file() or results.stat().st_mtime < weights.stat().st_mtime:
         return None
-    report = json.loads(results.read_text())
+    report = read_json(results, "evaluating again")
+    if not isinstance(report, dict):
+        return None
     same = report.get("per_task") == per_task and report.get("groups") == (list(groups) if groups else None)
     return report if same else None
 

@@ -35,7 +35,10 @@ def corpus_of(model_dir: Path) -> Path:
     info = Path(model_dir) / "training.json"
     if not info.is_file():
         raise UniMoEError(f"{model_dir} does not record its corpus; pass --corpus DIR")
-    return Path(json.loads(info.read_text())["corpus"])
+    try:
+        return Path(json.loads(info.read_text(encoding="utf-8"))["corpus"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UniMoEError(f"{info} is damaged ({err!r}); pass --corpus DIR") from None
 
 
 def select(entries: list[dict], per_task: int | None) -> list[dict]:
@@ -58,8 +61,8 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
     results = {}
     for i, e in enumerate(tqdm(entries, desc="generating test items", unit="item", disable=not progress)):
         if e["task"] == "t2m":
-            seconds = min(e["duration"], max_music_seconds)
-            frames = max(1, round(seconds * api.codec.frame_rate))
+            seconds = min(e.get("duration") or max_music_seconds, max_music_seconds)  # duration is optional
+            frames = api.music_frames(seconds)
             config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
             request = api.request("t2m", caption=e["caption"])
         else:
@@ -138,18 +141,24 @@ def score_music(entries, generated, corpus: Path) -> dict:
     gen = [load_audio(generated[e["id"]]["path"], RATE)[0] for e in items]
     ref = [load_audio(corpus / e["audio"], RATE)[0] for e in items]
 
+    # Each adherence score covers the clips whose manifest entry states what it checks (an imported
+    # corpus's captions may state no tempo, key or texture); the rest are counted as unscored.
+    def share(matches: list[bool]) -> float | None:
+        return float(np.mean(matches)) if matches else None
+
     def adherence(waves):
-        tempo = [mm.tempo_matches(mm.estimate_tempo(w), e["bpm"]) for w, e in zip(waves, items)]
-        keys = [mm.estimate_key(w) for w in waves]
-        key = [k == mm.normalize_key(e["key"]) for k, e in zip(keys, items)]
-        mode = [k.split()[-1] == e["key"].split()[-1] for k, e in zip(keys, items)]
-        solo = [mm.is_solo(w) == (e.get("parts", 1) == 1) for w, e in zip(waves, items)]
-        return {"tempo_accuracy": float(np.mean(tempo)), "key_accuracy": float(np.mean(key)),
-                "mode_accuracy": float(np.mean(mode)), "texture_accuracy": float(np.mean(solo))}
+        stated = {field: [(w, e) for w, e in zip(waves, items) if e.get(field) is not None] for field in ("bpm", "key", "parts")}
+        keys = [(mm.estimate_key(w), e["key"]) for w, e in stated["key"]]
+        return {"tempo_accuracy": share([mm.tempo_matches(mm.estimate_tempo(w), e["bpm"]) for w, e in stated["bpm"]]),
+                "key_accuracy": share([k == mm.normalize_key(key) for k, key in keys]),
+                "mode_accuracy": share([k.split()[-1] == key.split()[-1] for k, key in keys]),
+                "texture_accuracy": share([mm.is_solo(w) == (e["parts"] == 1) for w, e in stated["parts"]])}
 
     ref_emb = mm.set_embedding(ref)
     half = len(ref) // 2
-    result = {"items": len(items), "generated": adherence(gen), "ground_truth": adherence(ref)}
+    unscored = {field: sum(e.get(field) is None for e in items) for field in ("bpm", "key", "parts")}
+    result = {"items": len(items), "generated": adherence(gen), "ground_truth": adherence(ref),
+              "unscored": {field: n for field, n in unscored.items() if n}}
     try:
         result["frechet"] = mm.frechet_distance(mm.set_embedding(gen), ref_emb)
         result["frechet_reference_halves"] = (mm.frechet_distance(mm.set_embedding(ref[:half]), mm.set_embedding(ref[half:]))
@@ -213,6 +222,9 @@ def markdown(r: dict) -> str:
         for key in ("tempo_accuracy", "key_accuracy", "mode_accuracy", "texture_accuracy"):
             lines.append(f"| music {key.replace('_', ' ')} ({m['items']} clips) | {_fmt(m['generated'][key])} | "
                          f"{_fmt(m['ground_truth'][key])} |")
+        if m.get("unscored"):
+            missing = ", ".join(f"{n} without {field}" for field, n in m["unscored"].items())
+            lines.append(f"| music clips left out of the adherence scores ({missing} in the manifest) | | |")
         lines.append(f"| music Fréchet distance to the references (24-d) | {_fmt(m.get('frechet'))} | "
                      f"{_fmt(m.get('frechet_reference_halves'))} (two halves of the references) |")
     lines.append(f"| outputs shorter than 0.1 s (judged as silence) | {r['empty_outputs']} | |")

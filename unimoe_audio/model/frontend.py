@@ -14,16 +14,18 @@ import json
 import shutil
 import string
 import subprocess
+import unicodedata
 from pathlib import Path
 
+from unimoe_audio.data.schema import LANGUAGES
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import write_json
 
-LANGUAGES = ("en", "zh")
-TASKS = ("tts", "clone", "t2m")
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<audio>", "<tts>", "<clone>", "<t2m>", "<en>", "<zh>",
             "<text>", "</text>", "<caption>", "</caption>", "<prompt>", "</prompt>")
 BASE_SYMBOLS = string.ascii_lowercase + string.digits + " .,;:!?'-"
+MANDARIN_DIGITS = str.maketrans("0123456789", "零一二三四五六七八九")
+UNKNOWN_LIMIT = 0.1  # a text or caption with more than this share of symbols the front-end never saw is refused
 
 
 @functools.lru_cache(maxsize=65536)
@@ -39,9 +41,21 @@ def english_ipa(text: str) -> str:
 
 
 def mandarin_pinyin(text: str) -> str:
+    """Tone-numbered pinyin. Digits are read one by one (2024 -> 二零二四), punctuation and spaces
+    are pauses; anything else (Latin letters, symbols) is refused, naming it, never dropped."""
     from pypinyin import Style, lazy_pinyin
 
-    syllables = lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True, errors="ignore")
+    text = unicodedata.normalize("NFKC", text).translate(MANDARIN_DIGITS)
+    foreign: list[str] = []
+
+    def not_chinese(run: str) -> list[str]:
+        foreign.extend(ch for ch in run if not (ch.isspace() or unicodedata.category(ch).startswith("P")))
+        return []
+
+    syllables = lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True, errors=not_chinese)
+    if foreign:
+        raise UniMoEError(f"cannot read {text!r} as Mandarin: {' '.join(dict.fromkeys(foreign))} "
+                          "are not Chinese characters, digits or punctuation; write them in Chinese characters")
     return " ".join(s for s in syllables if s.strip())
 
 
@@ -56,8 +70,9 @@ def phonemize(text: str, language: str) -> str:
 class TextFrontend:
     """Symbol vocabulary and the conversion of text, captions and speakers to token ids."""
 
-    def __init__(self, symbols: list[str], speakers: list[str]):
+    def __init__(self, symbols: list[str], speakers: list[str], speaker_languages: dict[str, list[str]] | None = None):
         self.speakers = list(speakers)
+        self.speaker_languages = dict(speaker_languages or {})  # speaker -> the languages it spoke (empty if unknown)
         self.symbols = list(symbols)
         self.vocab = [*SPECIALS, *(f"<spk:{s}>" for s in self.speakers), *self.symbols]
         self.ids = {tok: i for i, tok in enumerate(self.vocab)}
@@ -74,7 +89,7 @@ class TextFrontend:
     def fit(cls, entries: list[dict]) -> "TextFrontend":
         """Vocabulary from corpus manifest entries (their texts, captions and speakers)."""
         seen = set(BASE_SYMBOLS)
-        speakers = set()
+        speakers: dict[str, set[str]] = {}
         for e in entries:
             if e.get("text"):
                 seen.update(phonemize(e["text"], e["language"]))
@@ -83,10 +98,15 @@ class TextFrontend:
             if e.get("caption"):
                 seen.update(e["caption"].lower())
             if e.get("speaker"):
-                speakers.add(e["speaker"])
-        return cls(sorted(seen), sorted(speakers))
+                speakers.setdefault(e["speaker"], set()).update([e["language"]] if e.get("language") else [])
+        return cls(sorted(seen), sorted(speakers), {s: sorted(langs) for s, langs in speakers.items() if langs})
 
-    def _symbols(self, text: str) -> list[int]:
+    def _symbols(self, text: str, what: str) -> list[int]:
+        """Ids of `text`'s symbols; refused when more than UNKNOWN_LIMIT of them are unknown."""
+        unknown = [ch for ch in text if ch not in self.ids]
+        if len(unknown) > UNKNOWN_LIMIT * len(text):
+            raise UniMoEError(f"cannot read {what}: {len(unknown)} of its {len(text)} symbols are unknown to this model "
+                              f"({' '.join(dict.fromkeys(unknown))})")
         unk = self.ids["<unk>"]
         return [self.ids.get(ch, unk) for ch in text]
 
@@ -95,31 +115,34 @@ class TextFrontend:
         body = []
         if text:
             phonemes = phonemize(text, language)
-            body = self._symbols(phonemes)
-            unknown = sum(i == self.ids["<unk>"] for i in body)
-            spoken = [ch for ch in phonemes if not ch.isspace() and ch not in ",."]
-            if not spoken or unknown > len(body) // 2:
-                raise UniMoEError(f"cannot read {text!r} as {language} speech: the front-end knows "
-                                  f"{len(body) - unknown} of its {len(body)} symbols")
+            if not [ch for ch in phonemes if not ch.isspace() and ch not in ",."]:
+                raise UniMoEError(f"cannot read {text!r} as {language} speech: nothing in it can be spoken")
+            body = self._symbols(phonemes, f"{text!r} as {language} speech (phonemes {phonemes!r})")
         return [self.ids["<text>"], *body, self.ids["</text>"]]
 
     def caption(self, caption: str) -> list[int]:
-        return [self.ids["<caption>"], *self._symbols(caption.lower().strip()), self.ids["</caption>"]]
+        text = caption.lower().strip()
+        return [self.ids["<caption>"], *self._symbols(text, f"the caption {caption!r}"), self.ids["</caption>"]]
 
-    def speaker(self, name: str) -> int:
+    def speaker(self, name: str, language: str | None = None) -> int:
+        """The speaker's token; refused when the speaker is unknown or never spoke `language`."""
         token = f"<spk:{name}>"
         if token not in self.ids:
             known = ", ".join(self.speakers[:12]) + (" …" if len(self.speakers) > 12 else "")
             raise UniMoEError(f"unknown speaker {name!r}; this model knows: {known}")
+        spoke = self.speaker_languages.get(name)
+        if language is not None and spoke and language not in spoke:
+            raise UniMoEError(f"speaker {name!r} speaks {', '.join(spoke)}, not {language}; choose one of "
+                              f"{', '.join(s for s in self.speakers if language in self.speaker_languages.get(s, ()))[:200]}")
         return self.ids[token]
 
     def save(self, path: Path) -> None:
-        write_json(path, {"symbols": self.symbols, "speakers": self.speakers})
+        write_json(path, {"symbols": self.symbols, "speakers": self.speakers, "speaker_languages": self.speaker_languages})
 
     @classmethod
     def load(cls, path: Path) -> "TextFrontend":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(data["symbols"], data["speakers"])
+            return cls(data["symbols"], data["speakers"], data.get("speaker_languages"))  # older files: no languages
         except (OSError, ValueError, KeyError) as err:
             raise UniMoEError(f"cannot read the text front-end {path}: {err}") from None

@@ -18,6 +18,7 @@ Two decoding rules choose each frame (`GenerationConfig.decoding`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Collection, Iterator, Protocol, Sequence
 
@@ -60,6 +61,11 @@ class GenerationConfig:
     eos_logit_factor: float | None = None  # "released" only; None: DEFAULT_EOS_FACTOR for the task
 
     def __post_init__(self) -> None:
+        for name in ("guidance_scale", "moe_top_p", "eos_logit_factor", "temperature", "top_k", "top_p"):
+            value = getattr(self, name)
+            values = [value] if value is None or isinstance(value, (int, float)) else list(value)  # or one per codebook
+            if not all(v is None or math.isfinite(v) for v in values):
+                raise UniMoEError(f"{name} must be a finite number (or one per codebook), got {value}")
         if self.decoding not in DECODINGS:
             raise UniMoEError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.max_frames < 1 or not 0 <= self.min_frames <= self.max_frames:
@@ -137,6 +143,9 @@ class Generator:
         """
         if not requests:
             raise UniMoEError("nothing to generate: no requests")
+        if config.moe_top_p is not None and not any(m.config.routing == "top_p" for m in self.model.moe_layers()):
+            raise UniMoEError("moe_top_p sets the Top-P routers' threshold, but this model has none "
+                              f"({'a dense model' if not self.model.moe_layers() else 'its MoE layers route Top-K'})")
         model, pattern = self.model, self.pattern
         device = next(model.parameters()).device
         k, c = pattern.num_codebooks, model.config
@@ -175,7 +184,10 @@ class Generator:
         if config.decoding == "released" and any(bool((t != t[0]).any()) for t in (temperature, top_k, top_p)):
             raise UniMoEError("released decoding takes one temperature, top-k and top-p for all codebooks")
         gen = torch.Generator(device=device)
-        gen.manual_seed(torch.seed() if config.seed is None else config.seed)
+        if config.seed is None:
+            gen.seed()  # a fresh seed for this generator alone: the caller's global RNG stays as it was
+        else:
+            gen.manual_seed(config.seed)
         delays = torch.tensor(pattern.delays, device=device)
         eos_at = torch.full((b,), -1, dtype=torch.long, device=device)
         live = torch.arange(b, device=device)  # requests still in the batch; rows are [cond(live), uncond(live)]

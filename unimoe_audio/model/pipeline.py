@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from unimoe_audio.codec import Codec, DelayPattern, load_audio, load_codec
+from unimoe_audio.codec import Codec, DelayPattern, load_audio, load_codec, mono
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, write_json
 from unimoe_audio.model.config import UniMoEAudioConfig
@@ -74,6 +76,16 @@ def check_prompt(wave: np.ndarray, rate: int) -> None:
         raise UniMoEError("the voice prompt is silent")
 
 
+def _wave_and_rate(prompt_audio) -> tuple[np.ndarray, int]:
+    """A (wave, sample_rate) pair as given by soundfile or torchaudio -> mono [T] and its rate."""
+    if not isinstance(prompt_audio, (tuple, list)) or len(prompt_audio) != 2:
+        raise UniMoEError("prompt_audio must be a path or a (wave, sample_rate) pair")
+    wave, rate = prompt_audio
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise UniMoEError(f"the sample rate of prompt_audio must be a positive integer, got {rate!r}")
+    return mono(wave), int(rate)
+
+
 class UniMoEAudio:
     """Generate speech and music: `UniMoEAudio.from_pretrained(path).tts("Hello.", language="en", speaker=...)`."""
 
@@ -117,8 +129,11 @@ class UniMoEAudio:
         """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec."""
         prompt_codes = None
         if prompt_audio is not None:
-            wave, rate = load_audio(prompt_audio) if isinstance(prompt_audio, (str, Path)) else prompt_audio
-            check_prompt(np.asarray(wave, dtype=np.float32), rate)
+            if isinstance(prompt_audio, (str, Path)):
+                wave, rate = load_audio(prompt_audio)
+            else:
+                wave, rate = _wave_and_rate(prompt_audio)
+            check_prompt(wave, rate)
             prompt_codes = self.codec.encode(wave, rate)[0]
         return Request(task=task, text=text, language=language, speaker=speaker, caption=caption,
                        prompt_text=prompt_text, prompt_codes=prompt_codes)
@@ -149,25 +164,36 @@ class UniMoEAudio:
         return GenerationConfig(max_frames=self.speech_budget(text, language))
 
     def music_frames(self, duration: float) -> int:
-        if duration <= 0:
-            raise UniMoEError(f"duration must be positive, got {duration}")
+        if not math.isfinite(duration) or duration <= 0:
+            raise UniMoEError(f"duration must be a positive number of seconds, got {duration}")
         return max(1, round(duration * self.codec.frame_rate))
 
     def tts(self, text: str, language: str = "en", speaker: str | None = None, prompt_audio=None,
             prompt_text: str = "", config: GenerationConfig | None = None, progress: bool = False):
-        """Speech in a built-in `speaker`, or cloning the voice of `prompt_audio` (with its transcript)."""
+        """Speech in a built-in `speaker`, or cloning the voice of `prompt_audio` (with its transcript).
+        A given `config` is capped at the speech budget of `text` (`speech_budget`)."""
         if (speaker is None) == (prompt_audio is None):
             raise UniMoEError("give either speaker= (a built-in voice) or prompt_audio= and prompt_text= (cloning)")
         task = "tts" if prompt_audio is None else "clone"
         request = self.request(task, text, language, speaker, prompt_audio=prompt_audio, prompt_text=prompt_text)
-        config = config or self.default_config(task, text, language)
+        budget = self.default_config(task, text, language)
+        if config is None:
+            config = budget
+        else:  # a given config still keeps to the speech budget (or the released limit)
+            longest = min(config.max_frames, budget.max_frames)
+            config = replace(config, max_frames=longest, min_frames=min(config.min_frames, longest))
         return self.generate([request], config, progress)[0], self.sample_rate
 
     def music(self, caption: str, duration: float | None = None, config: GenerationConfig | None = None,
               progress: bool = False):
+        """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given."""
         if not caption or not caption.strip():
             raise UniMoEError("the music caption is empty")
-        config = config or self.default_config("t2m", duration=duration)
+        if config is None:
+            config = self.default_config("t2m", duration=duration)
+        elif duration is not None:  # `duration` fixes the length whatever the config says
+            frames = self.music_frames(duration)
+            config = replace(config, max_frames=frames, min_frames=frames)
         return self.generate([self.request("t2m", caption=caption)], config, progress)[0], self.sample_rate
 
     def speech_budget(self, text: str, language: str) -> int:

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from unimoe_audio.codec.delay import DelayPattern
-from unimoe_audio.data.build import TASK_GROUPS
-from unimoe_audio.data.tokens import Example
+from unimoe_audio.data import LANGUAGES, TASK_GROUPS, TASKS, Example
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model.frontend import LANGUAGES, TASKS, TextFrontend
+from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.transformer import IGNORE
 
 
@@ -83,7 +82,7 @@ def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Reques
     else:
         head.append(f[f"<{r.language}>"])
         if r.task == "tts":
-            head.append(f.speaker(r.speaker))
+            head.append(f.speaker(r.speaker, r.language))
         else:
             head += [f["<prompt>"], *f.speech_text(r.prompt_text, r.language)]
             if r.prompt_codes.dim() != 2 or r.prompt_codes.shape[0] != k:

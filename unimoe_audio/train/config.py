@@ -5,7 +5,7 @@ A recipe names the corpus, the model size and each curriculum stage (REFERENCE.m
     name: curriculum-tiny
     seed: 0
     corpus: {path: data/tiny, size: tiny, codec: data/tiny/codec}
-    model: {...}          # UniMoEAudioConfig fields of the dense specialist
+    model: {preset: tiny, ...}   # UniMoEAudioConfig fields of the dense specialist over a preset
     moe: {...}            # how the DCMoE is built from the specialists
     backbone_groups: [speech-en]   # what the optional backbone stage trains on (default: every group)
     stages: {backbone: {...}, specialists: {...}, warmup: {...}, joint: {...}}
@@ -16,7 +16,10 @@ basin and their average (stage 2) is a meaningful model. Without it the speciali
 the same random weights.
     baselines: {naive-joint: {...}, dense-balanced: {...}, top-k: {...}, scratch: {...}}
 
-Unknown keys and impossible values raise `UniMoEError` naming the offending key.
+Unknown keys and impossible values raise `UniMoEError` naming the offending key, when the recipe
+is read: before any corpus is built, codec trained or token encoded. The `model:` keys the corpus
+and codec determine (MODEL_DETERMINED) are refused with the reason; `preset: paper` builds the
+paper's DCMoE (8 routed × 2752 + 1 null + 2 shared × 1376) or is refused saying why.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,22 @@ import yaml
 
 from unimoe_audio.data import TASK_GROUPS
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.model import UniMoEAudioConfig
+from unimoe_audio.model.config import PRESETS
+from unimoe_audio.moe import DCMoEConfig
 
 MIXES = ("natural", "balanced")
 STAGES = ("backbone", "specialists", "warmup", "joint")  # backbone: optional, only when the recipe lists it
 BASELINES = ("naive-joint", "dense-balanced", "top-k", "scratch")
+# `model:` keys a recipe may not set, and what sets them instead.
+MODEL_DETERMINED = {
+    "num_codebooks": "the codec (its number of codebooks)",
+    "codebook_size": "the codec (its codebook size)",
+    "delays": "the codec (the paper's [0, 8, ..., 18] for 12 codebooks, else 0, 1, ..., K-1)",
+    "text_vocab_size": "the text front-end fitted on the corpus",
+    "ffn": "each stage (specialists and dense baselines are dense, the others DCMoE)",
+    "moe": "the top-level `moe:` section (the DCMoE is cut from the specialists' FFNs)",
+}
 
 
 @dataclass
@@ -185,6 +200,53 @@ class RecipeConfig:
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise _bad(f"unknown baseline(s) {sorted(unknown)}; known: {list(BASELINES)}")
+        self.specialist_config()  # the model section, checked when the recipe is read
+
+    @property
+    def preset(self) -> str:
+        return self.model.get("preset", "tiny")
+
+    def specialist_config(self, **determined) -> UniMoEAudioConfig:
+        """The dense specialist: the `model:` section over its preset, plus the fields the corpus
+        and codec determine (`determined`)."""
+        fields = {k: v for k, v in self.model.items() if k != "preset"}
+        if self.preset not in PRESETS:
+            raise _bad(f"unknown model.preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        refused = [k for k in fields if k in MODEL_DETERMINED]
+        if refused:
+            raise _bad("; ".join(f"model.{k} cannot be set in a recipe: it comes from {MODEL_DETERMINED[k]}" for k in refused))
+        hints = typing.get_type_hints(UniMoEAudioConfig)
+        unknown = sorted(set(fields) - set(hints))
+        if unknown:
+            raise _bad(f"unknown key(s) {unknown} in 'model'; allowed: {sorted(set(hints) - set(MODEL_DETERMINED))} and preset")
+        typed = {k: _check_scalar(hints[k], v, f"model.{k}") for k, v in fields.items()}
+        try:
+            return replace(UniMoEAudioConfig.preset(self.preset, **typed, ffn="dense"), **determined)
+        except UniMoEError as err:
+            raise _bad(f"model: {err}") from None
+
+    def moe_config(self, num_specialists: int, **changes) -> DCMoEConfig:
+        """The DCMoE built from `num_specialists` specialists, each FFN cut into slices_per_specialist experts."""
+        m, base = self.moe, self.specialist_config()
+        width = base.intermediate_size
+        if width % m.slices_per_specialist:
+            raise _bad(f"the specialists' FFN width {width} does not split into {m.slices_per_specialist} "
+                       "equal experts; change moe.slices_per_specialist or model.intermediate_size")
+        routed = width // m.slices_per_specialist
+        config = DCMoEConfig(hidden_size=base.hidden_size, num_routed=num_specialists * m.slices_per_specialist,
+                             routed_size=routed, num_null=m.num_null, num_shared=m.num_shared,
+                             shared_size=m.shared_size or max(1, routed // 2), top_p=m.top_p)
+        paper = DCMoEConfig()
+        shape = ("hidden_size", "num_routed", "routed_size", "num_null", "num_shared", "shared_size")
+        if self.preset == "paper" and any(getattr(config, k) != getattr(paper, k) for k in shape):
+            raise _bad(f"model.preset 'paper' promises the paper's DCMoE ({paper.num_routed} routed experts × "
+                       f"{paper.routed_size}, {paper.num_null} null, {paper.num_shared} shared × {paper.shared_size}), "
+                       f"but this recipe cuts {num_specialists} specialists' {width}-wide FFNs into "
+                       f"{m.slices_per_specialist} slices: {config.num_routed} × {config.routed_size}, {config.num_null} null, "
+                       f"{config.num_shared} shared × {config.shared_size}. The paper's layer needs 2 specialists "
+                       f"(a corpus of two task groups) with moe: {{slices_per_specialist: 4, num_null: 1, num_shared: 2}} "
+                       "and no model overrides")
+        return replace(config, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

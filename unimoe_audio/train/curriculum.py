@@ -28,7 +28,8 @@ import torch
 import torch.distributed as tdist
 
 from unimoe_audio.codec import Codec, DelayPattern, SpectralCodec, SpectralCodecConfig, load_codec
-from unimoe_audio.data import TASK_GROUPS, TokenDataset, build, encode_corpus, read_manifest
+from unimoe_audio.data import SPLITS, TASK_GROUPS, TokenDataset, encode_corpus, read_manifest
+from unimoe_audio.data.build import build
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import save_figure, write_json
 from unimoe_audio.model import (FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel,
@@ -75,31 +76,27 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
         saved = out / "recipe.json"
         if saved.is_file() and not same_recipe(json.loads(saved.read_text()), recipe):
             raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out})")
+        built = (corpus / "train.jsonl").is_file()
+        groups = {e["group"] for e in read_manifest(corpus / "train.jsonl")} if built else TASK_GROUPS  # a build has all
+        recipe.moe_config(len(groups))  # the DCMoE the specialists will make, checked before any work
         write_json(saved, recipe.to_dict())
-        if not (corpus / "train.jsonl").is_file():
+        if not built:
             build(corpus, c.size, c.seed, progress=progress)
+        manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in SPLITS}  # every line checked first
         if not (c.codec_dir / "config.json").is_file():
-            files = [corpus / e["audio"] for e in read_manifest(corpus / "train.jsonl")]
+            files = [corpus / e["audio"] for e in manifests["train"]]
             config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed)
             SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
         encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
         if not (out / "frontend.json").is_file():
-            entries = [e for split in ("train", "validation", "test") for e in read_manifest(corpus / f"{split}.jsonl")]
-            TextFrontend.fit(entries).save(out / "frontend.json")
+            TextFrontend.fit([e for entries in manifests.values() for e in entries]).save(out / "frontend.json")
     _barrier(dist)
     codec = load_codec(c.codec_dir)
     frontend = TextFrontend.load(out / "frontend.json")
-    fields = dict(recipe.model)
-    preset = fields.pop("preset", "tiny")
     k = codec.num_codebooks
-    delays = UniMoEAudioConfig().delays if k == 12 else tuple(range(k))
-    try:
-        base = UniMoEAudioConfig.preset(preset, **{"ffn": "dense", **fields})
-    except TypeError as err:
-        raise UniMoEError(f"invalid model settings in the recipe: {err}") from None
-    base = replace(base, text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
-                   delays=delays).dense()
+    base = recipe.specialist_config(text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
+                                    delays=UniMoEAudioConfig().delays if k == 12 else tuple(range(k)))
     tokens = corpus / "tokens"
     collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size)), base.cond_dropout,
                                recipe.max_music_frames)
@@ -136,16 +133,8 @@ def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfi
 
 
 def moe_config(run: Run, **changes) -> DCMoEConfig:
-    """The DCMoE built from len(groups) specialists, each FFN cut into slices_per_specialist experts."""
-    m, width = run.recipe.moe, run.base.intermediate_size
-    if width % m.slices_per_specialist:
-        raise UniMoEError(f"the specialists' FFN width {width} does not split into {m.slices_per_specialist} "
-                          "equal experts; change moe.slices_per_specialist or model.intermediate_size")
-    routed = width // m.slices_per_specialist
-    config = DCMoEConfig(hidden_size=run.base.hidden_size, num_routed=len(run.groups) * m.slices_per_specialist,
-                         routed_size=routed, num_null=m.num_null, num_shared=m.num_shared,
-                         shared_size=m.shared_size or max(1, routed // 2), top_p=m.top_p)
-    return replace(config, **changes)
+    """The DCMoE built from one specialist per task group (RecipeConfig.moe_config)."""
+    return run.recipe.moe_config(len(run.groups), **changes)
 
 
 def fresh(run: Run, config: UniMoEAudioConfig) -> UniMoEAudioModel:

@@ -5,6 +5,8 @@ autocast on GPU; DDP when launched by torchrun / accelerate. Logs go to TensorBo
 `metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at the end. Checkpoints are single
 files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
+A stage that starts afresh seeds its RNGs from (seed, stage name), so its losses do not depend on
+what ran before it in the same process.
 
 Data order does not depend on the process layout: optimizer step s consumes the global
 micro-batches s·A·W … s·A·W + A·W − 1 of the sampler (A = accumulation, W = processes), and
@@ -15,10 +17,12 @@ with A = 1 see the same global batch and take the same step.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
 import re
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -82,6 +86,15 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def seed_stage(seed: int, name: str) -> None:
+    """Seed torch, numpy and python from (recipe seed, stage name): a stage draws the same random
+    numbers (router jitter) whether it follows another in one process or starts in a fresh one."""
+    key = int.from_bytes(hashlib.sha256(f"{seed}|{name}".encode()).digest()[:8], "little")
+    torch.manual_seed(key)
+    np.random.seed(key % 2**32)
+    random.seed(key)
 
 
 def set_rng_state(state: dict) -> None:
@@ -310,11 +323,10 @@ class Trainer:
         try:
             with atomic_path(path) as tmp:
                 torch.save({**self.state_dict(), "rng": rngs}, tmp)
-        except OSError as err:
+        except UniMoEError as err:  # unwritable folder or full disk
             previous = list_checkpoints(self.ckpt_dir)
             kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-            raise UniMoEError(f"could not write checkpoint {path} ({err.strerror or err}); {kept}. "
-                              f"Free disk space and run again with --resume") from None
+            raise UniMoEError(f"{err}; {kept}. Free disk space and run again with --resume") from None
         for old in list_checkpoints(self.ckpt_dir)[: -self.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
@@ -345,6 +357,8 @@ class Trainer:
         elif not resume and self.dist.is_main and list_checkpoints(self.ckpt_dir):
             raise UniMoEError(f"{self.ckpt_dir} already holds checkpoints; pass --resume to continue the run "
                               f"or choose another --out")
+        else:
+            seed_stage(self.seed, self.name)
         if self.dist.is_main and hasattr(self.model, "config"):  # what eval/checkpoints.py needs to rebuild a checkpoint
             write_json(self.out_dir / "stage.json", {"model": self.model.config.to_dict(), "groups": sorted(self.sampler.by_group)})
         log = MetricsLog(metrics_path, self.out_dir / "tensorboard", self.step, enabled=self.dist.is_main)
@@ -381,11 +395,9 @@ class MetricsLog:
         self.path, self.enabled, self.writer = path, enabled, None
         if not enabled:
             return
-        kept = []
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+        kept = [row for row in read_metrics(path) if row["step"] <= resume_step] if path.is_file() else []
         with atomic_path(path) as tmp:
-            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if resume_step else None)
@@ -405,7 +417,20 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The rows of a metrics.jsonl. A last line cut short (the process was killed while writing it)
+    is left out with a warning; a damaged line before it is an error naming the line."""
+    lines = [(n, line) for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise UniMoEError(f"{path}:{n} is not valid JSON; delete the line (or the file) and run again") from None
+            print(f"warning: {path}:{n} was cut short (an interrupted write); it is left out", file=sys.stderr)
+            continue
+        rows.append(row)
+    return rows
 
 
 def plot_losses(metrics_path: Path, png: Path, title: str) -> Path:
