@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 from unimoe_audio.codec import save_audio
 from unimoe_audio.data import read_manifest
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.routing import analyze_routing
+from unimoe_audio.eval.spectral import plot_spectrograms
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.io import atomic_path
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.model.frontend import mandarin_pinyin
 from unimoe_audio.train.config import load_recipe
@@ -38,38 +37,15 @@ def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, P
     """One clip per task family, and a PNG of their spectrograms."""
     speakers = {lang: next(s for s in api.speakers if s.startswith(f"{lang}_")) for lang in SPEECH}
     music = next(e for e in read_manifest(corpus / "test.jsonl") if e["task"] == "t2m")
-    paths = {}
+    clips = {}
     for lang, text in SPEECH.items():
-        wave, rate = api.tts(text, language=lang, speaker=speakers[lang],
-                             config=GenerationConfig(max_frames=api.speech_budget(text, lang), seed=seed))
-        paths[f"speech-{lang}"] = save_audio(out / f"speech-{lang}.wav", wave, rate)
-    wave, rate = api.music(music["caption"], duration=8.0, config=GenerationConfig(max_frames=400, min_frames=400, seed=seed))
-    paths["music"] = save_audio(out / "music.wav", wave, rate)
+        clips[f"speech-{lang}"] = api.tts(text, language=lang, speaker=speakers[lang],
+                                          config=GenerationConfig(max_frames=api.speech_budget(text, lang), seed=seed))
+    clips["music"] = api.music(music["caption"], duration=8.0,
+                               config=GenerationConfig(max_frames=400, min_frames=400, seed=seed))
     titles = {"speech-en": SPEECH["en"], "speech-zh": mandarin_pinyin(SPEECH["zh"]), "music": music["caption"]}
-    plot_spectrograms(paths, out / "samples.png", titles)
-    return paths
-
-
-def plot_spectrograms(paths: dict[str, Path], png: Path, titles: dict[str, str]) -> Path:
-    import librosa
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from unimoe_audio.codec import load_audio
-
-    fig, axes = plt.subplots(len(paths), 1, figsize=(9, 2.6 * len(paths)))
-    for ax, (name, path) in zip(np.atleast_1d(axes), paths.items()):
-        wave, rate = load_audio(path)
-        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=80) + 1e-10, ref=np.max)
-        ax.imshow(mel, origin="lower", aspect="auto", extent=(0, len(wave) / rate, 0, 80), cmap="magma")
-        ax.set(title=f"{name}: {titles[name][:90]}", xlabel="seconds", ylabel="mel bin")
-    fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return png
+    plot_spectrograms(clips, titles, out / "samples.png")
+    return {name: save_audio(out / f"{name}.wav", wave, rate) for name, (wave, rate) in clips.items()}
 
 
 def run(args) -> int:
