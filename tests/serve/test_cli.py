@@ -26,7 +26,7 @@ def start(command: str, model_dir, *options: str, ready: str = "/health") -> tup
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "unimoe_audio.cli.main", command, "--model", str(model_dir),
                              "--port", str(port), *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60  # hang guard, not a performance bound
+    deadline = time.monotonic() + 180  # hang guard (importing gradio is slow on a busy CPU), not a performance bound
     while True:
         assert proc.poll() is None and time.monotonic() < deadline, f"{command} did not come up"
         try:

@@ -69,6 +69,17 @@ def test_speech_from_the_page_plays_the_audio_the_api_makes(page, server, screen
     assert np.array_equal(shown, np.frombuffer(api.content, dtype="<i2"))  # same request, same seed, same audio
 
 
+def test_an_uploaded_voice_prompt_is_checked_like_the_apis(page, tmp_path):
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16_000, dtype=np.float32), 16_000)
+    page.get_by_role("tab", name="Voice cloning").click()
+    page.locator("#clone-prompt input[type=file]").set_input_files(silent)
+    page.locator("#clone-transcript textarea").fill("Glue the sheet.")
+    page.locator("#clone-text textarea").fill("Rice is served.")
+    page.locator("#clone-generate").click()
+    expect(page.get_by_text("the voice prompt is silent").first).to_be_visible()
+
+
 def test_a_mistake_shows_the_projects_message_not_a_traceback(page):
     page.get_by_role("tab", name="Music").click()
     page.locator("#music-generate").click()  # no caption

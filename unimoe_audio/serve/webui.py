@@ -60,6 +60,8 @@ def page(service: Service) -> gr.Blocks:
                                     top_p=top_p, seed=optional(seed))
             except ValidationError as err:
                 raise validation_error(err) from None
+            if duration is not None:
+                duration = limits.duration(float(duration))
             wave = await service.clip(await service.submit(build, sampling, text_field, duration))
         except ApiError as err:
             raise gr.Error(err.message, print_exception=False) from None
@@ -94,7 +96,7 @@ def page(service: Service) -> gr.Blocks:
         def build():
             return api.request("t2m", caption=limits.text(caption or "", "caption"))
 
-        return await generate(build, caption, controls, "caption", limits.duration(float(duration)))
+        return await generate(build, caption, controls, "caption", duration)
 
     with gr.Blocks(title="UniMoE-Audio", analytics_enabled=False, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as blocks:
         gr.Markdown("# UniMoE-Audio\nSpeech and music from one model (a Dynamic-Capacity Mixture-of-Experts).")
@@ -107,9 +109,9 @@ def page(service: Service) -> gr.Blocks:
                     speak = gr.Button("Generate speech", variant="primary", elem_id="speech-generate")
                 with gr.Tab("Voice cloning"):
                     prompt = gr.Audio(sources=["upload", "microphone"], type="filepath",
-                                      label="Voice prompt (0.5–20 s): upload or record")
-                    prompt_text = gr.Textbox(label="Transcript of the voice prompt")
-                    clone_text = gr.Textbox(label="Text to say in that voice", lines=3)
+                                      label="Voice prompt (0.5–20 s): upload or record", elem_id="clone-prompt")
+                    prompt_text = gr.Textbox(label="Transcript of the voice prompt", elem_id="clone-transcript")
+                    clone_text = gr.Textbox(label="Text to say in that voice", lines=3, elem_id="clone-text")
                     clone_language = gr.Radio(LANGUAGES, value="en", label="Language")
                     cloned = gr.Button("Generate speech", variant="primary", elem_id="clone-generate")
                 with gr.Tab("Music"):
