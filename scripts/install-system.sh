@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the corpus builder, the codec benchmark and the judges need.
+# Debian packages the corpus builder, the codec benchmark, the judges and the browser test need.
 set -euo pipefail
 PKGS=(flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts espeak-ng
-      fluidsynth fluid-soundfont-gm timgm6mb-soundfont fortunes fortunes-zh wordnet-base sox libsndfile1)
+      fluidsynth fluid-soundfont-gm timgm6mb-soundfont fortunes fortunes-zh wordnet-base sox libsndfile1
+      chromium)  # the web page's browser test (tests/serve/test_webui.py drives it with Playwright)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

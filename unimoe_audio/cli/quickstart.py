@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 
 from unimoe_audio.codec import save_audio
 from unimoe_audio.data import read_manifest
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.routing import analyze_routing
+from unimoe_audio.eval.spectral import plot_spectrograms
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.io import save_figure
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.model.frontend import mandarin_pinyin
 from unimoe_audio.train.config import load_recipe
@@ -40,40 +39,21 @@ def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, P
     language_of = {e["speaker"]: e["language"] for e in read_manifest(corpus / "train.jsonl") if e["task"] == "tts"}
     speakers = {lang: next((s for s in api.speakers if language_of.get(s) == lang), None) for lang in SPEECH}
     music = next((e for e in read_manifest(corpus / "test.jsonl") if e["task"] == "t2m"), None)
-    paths, titles = {}, {}
+    clips, titles = {}, {}
     for lang, text in SPEECH.items():
         if speakers[lang] is None:
             print(f"no speech-{lang} clip: the corpus has no {lang} speaker")
             continue
-        wave, rate = api.tts(text, language=lang, speaker=speakers[lang], config=GenerationConfig(seed=seed))
-        paths[f"speech-{lang}"] = save_audio(out / f"speech-{lang}.wav", wave, rate)
+        clips[f"speech-{lang}"] = api.tts(text, language=lang, speaker=speakers[lang], config=GenerationConfig(seed=seed))
         titles[f"speech-{lang}"] = text if lang == "en" else mandarin_pinyin(text)
     if music is None:
         print("no music clip: the corpus's test split has no music items")
     else:
-        wave, rate = api.music(music["caption"], duration=8.0, config=GenerationConfig(seed=seed))
-        paths["music"], titles["music"] = save_audio(out / "music.wav", wave, rate), music["caption"]
-    if paths:
-        plot_spectrograms(paths, out / "samples.png", titles)
-    return paths
-
-
-def plot_spectrograms(paths: dict[str, Path], png: Path, titles: dict[str, str]) -> Path:
-    import librosa
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from unimoe_audio.codec import load_audio
-
-    fig, axes = plt.subplots(len(paths), 1, figsize=(9, 2.6 * len(paths)))
-    for ax, (name, path) in zip(np.atleast_1d(axes), paths.items()):
-        wave, rate = load_audio(path)
-        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=80) + 1e-10, ref=np.max)
-        ax.imshow(mel, origin="lower", aspect="auto", extent=(0, len(wave) / rate, 0, 80), cmap="magma")
-        ax.set(title=f"{name}: {titles[name][:90]}", xlabel="seconds", ylabel="mel bin")
-    return save_figure(fig, png, dpi=100)
+        clips["music"] = api.music(music["caption"], duration=8.0, config=GenerationConfig(seed=seed))
+        titles["music"] = music["caption"]
+    if clips:
+        plot_spectrograms(clips, titles, out / "samples.png")
+    return {name: save_audio(out / f"{name}.wav", wave, rate) for name, (wave, rate) in clips.items()}
 
 
 def run(args) -> int:

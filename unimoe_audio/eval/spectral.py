@@ -1,9 +1,15 @@
-"""Multi-resolution STFT distance: log-magnitude L1 plus spectral convergence, averaged over resolutions."""
+"""Spectral views of audio: the multi-resolution STFT distance (log-magnitude L1 plus spectral
+convergence, averaged over resolutions) and mel-spectrogram plots."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import BinaryIO
+
 import numpy as np
 import torch
+
+from unimoe_audio.io import atomic_path
 
 FFT_SIZES = (512, 1024, 2048)
 
@@ -26,3 +32,27 @@ def multi_resolution_stft_distance(ref, est, sample_rate: int, fft_sizes=FFT_SIZ
         convergence = torch.linalg.norm(mags[0] - mags[1]) / torch.linalg.norm(mags[0]).clamp_min(1e-8)
         total += float(log_l1 + convergence)
     return total / len(fft_sizes)
+
+
+def plot_spectrograms(clips: dict[str, tuple[np.ndarray, int]], titles: dict[str, str],
+                      out: str | Path | BinaryIO) -> None:
+    """One 80-bin mel spectrogram per clip (name -> (wave, sample_rate)), stacked, as a PNG written
+    to `out` (a path, written atomically, or a binary file)."""
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(clips), 1, figsize=(9, 2.6 * len(clips)))
+    for ax, (name, (wave, rate)) in zip(np.atleast_1d(axes), clips.items()):
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=80) + 1e-10, ref=np.max)
+        ax.imshow(mel, origin="lower", aspect="auto", extent=(0, len(wave) / rate, 0, 80), cmap="magma")
+        ax.set(title=f"{name}: {titles[name][:90]}", xlabel="seconds", ylabel="mel bin")
+    fig.tight_layout()
+    if isinstance(out, (str, Path)):
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    else:
+        fig.savefig(out, format="png", dpi=100)
+    plt.close(fig)

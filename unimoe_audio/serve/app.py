@@ -6,8 +6,9 @@
     GET  /v1/voices, /health, /metrics (Prometheus), /docs (OpenAPI)
 
 Each generation request is checked here (fields, limits, its text and voice prompt through the
-model's own front-end), then queued for the scheduler; the response is the whole clip, or with
-`stream` the audio as its frames complete (chunked transfer).
+model's own front-end, `service.py`), then queued for the scheduler; the response is the whole clip,
+or with `stream` the audio as its frames complete (chunked transfer). The web page (`webui.py`) is
+mounted at `/` and sends its requests through the same service, so they share batches with the API's.
 """
 
 from __future__ import annotations
@@ -15,55 +16,36 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from fastapi import FastAPI, Form, Request as HttpRequest, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import Response, StreamingResponse
+from pydantic import Field
 
 from unimoe_audio import __version__
 from unimoe_audio.codec import load_audio
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model import GenerationConfig, Request, UniMoEAudio
-from unimoe_audio.serve import formats
+from unimoe_audio.model import UniMoEAudio
+from unimoe_audio.serve import formats, webui
 from unimoe_audio.serve.errors import ApiError, validation_error
-from unimoe_audio.serve.limits import Limits
-from unimoe_audio.serve.metrics import Metrics
-from unimoe_audio.serve.scheduler import DONE, Job, QueueFull, Scheduler, ShuttingDown
+from unimoe_audio.serve.scheduler import DONE, Job
+from unimoe_audio.serve.service import ClientGone, Sampling, ServeSettings, Service
 
 DISCONNECT_POLL = 0.1  # seconds between checks that a waiting client is still there
 FORM_OVERHEAD = 64 * 2 ** 10  # multipart bytes around the uploaded file and the text fields
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    max_batch: int = 8  # requests decoded together
-    batch_wait_ms: float = 10.0  # how long the oldest waiting request waits for company
-    queue_size: int = 64  # requests waiting beyond the running batch; more get 429
-    chunk_frames: int = 25  # frames per streamed chunk (0.5 s at 50 frames/s)
-    limits: Limits = field(default_factory=Limits)
-
-
-class Sampling(BaseModel):
+class Output(Sampling):
     """Output and sampling fields every generation endpoint takes (defaults: the model's)."""
 
-    model_config = ConfigDict(extra="forbid")
     response_format: str = Field("wav", description="wav, flac or pcm (16-bit mono at the X-Sample-Rate header's rate)")
     stream: bool = Field(False, description="send audio as its frames complete (wav or pcm)")
-    temperature: float | None = Field(None, ge=0)
-    top_k: int | None = Field(None, ge=0)
-    top_p: float | None = Field(None, gt=0, le=1)
-    guidance_scale: float | None = Field(None, ge=0)
-    seed: int | None = None
 
 
-class SpeechBody(Sampling):
+class SpeechBody(Output):
     model: str = Field(description="accepted and ignored: the server runs one model")
     input: str
     voice: str = Field(description="a built-in speaker (GET /v1/voices)")
@@ -73,13 +55,13 @@ class SpeechBody(Sampling):
     stream_format: str = Field("audio", description="only audio is supported")
 
 
-class MusicBody(Sampling):
+class MusicBody(Output):
     model: str | None = None
     caption: str
     duration: float = 10.0
 
 
-class CloneForm(Sampling):
+class CloneForm(Output):
     prompt_audio: UploadFile = Field(description="the voice to clone: any format libsndfile reads, 0.5–20 s")
     input: str
     prompt_text: str = Field(description="the transcript of prompt_audio")
@@ -89,10 +71,6 @@ class CloneForm(Sampling):
 def language_of(text: str) -> str:
     """OpenAI's speech API has no language field: Chinese characters mean Mandarin."""
     return "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request was waiting or decoding."""
 
 
 class UploadLimit:
@@ -112,17 +90,10 @@ class UploadLimit:
 
 
 def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name: str = "unimoe-audio") -> FastAPI:
-    metrics = Metrics()
-    scheduler = Scheduler(api, metrics, settings.max_batch, settings.batch_wait_ms / 1000, settings.queue_size)
-    limits, rate = settings.limits, api.sample_rate
+    service = Service(api, settings)
+    scheduler, metrics, limits, rate = service.scheduler, service.metrics, settings.limits, api.sample_rate
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        scheduler.start()
-        yield
-        scheduler.stop()  # uvicorn has finished the in-flight requests (or given up on them) by now
-
-    app = FastAPI(title="UniMoE-Audio", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="UniMoE-Audio", version=__version__, lifespan=service.lifespan,
                   description="Speech (built-in voices, voice cloning) and music from one model; "
                               "POST /v1/audio/speech is compatible with OpenAI's speech endpoint.")
     app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes)
@@ -151,7 +122,7 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
         count_error(http, error)
         return error.response()
 
-    def output_format(body: Sampling) -> str:
+    def output_format(body: Output) -> str:
         if body.response_format not in formats.MEDIA_TYPES:
             raise ApiError(400, f"response_format {body.response_format!r} is not supported; use one of "
                                 f"{', '.join(formats.MEDIA_TYPES)}", "response_format")
@@ -159,20 +130,6 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
             raise ApiError(400, f"streaming sends {' or '.join(formats.STREAMABLE)}, not {body.response_format}",
                            "response_format")
         return body.response_format
-
-    def prepare(request: Request, body: Sampling, text_field: str, duration: float | None) -> GenerationConfig:
-        """The request's lengths and guidance on the request, the rest of the settings as the config;
-        the prompt is encoded once here so bad text fails now rather than in a batch."""
-        config = api.default_config(request.task, request.text, request.language or "en", duration)
-        given = dict(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=body.seed)
-        config = replace(config, **{k: v for k, v in given.items() if v is not None})
-        request.max_frames, request.min_frames = config.max_frames, config.min_frames
-        request.guidance_scale = body.guidance_scale
-        try:
-            api.generator.prompts.encode(request, True)
-        except UniMoEError as err:
-            raise ApiError.from_user_error(err, text_field) from None
-        return config
 
     async def next_item(job: Job, http: HttpRequest):
         """The job's next chunk or DONE; ApiError for a failed job, ClientGone when the client left."""
@@ -184,35 +141,15 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
                     raise ClientGone()
         finally:
             getter.cancel()
-        item = getter.result()
-        if isinstance(item, UniMoEError):
-            raise ApiError.from_user_error(item)
-        if isinstance(item, asyncio.CancelledError):
-            raise ClientGone()
-        if isinstance(item, ShuttingDown):
-            raise ApiError(503, str(item))
-        if isinstance(item, BaseException):
-            raise ApiError(500, f"generation failed: {item}")
-        return item
+        return service.unwrap(getter.result())
 
-    async def generate(endpoint: str, http: HttpRequest, build, body: Sampling, text_field: str = "input",
+    async def generate(endpoint: str, http: HttpRequest, build, body: Output, text_field: str = "input",
                        duration: float | None = None):
         """Queue the request `build()` makes and answer with its audio (whole or streamed)."""
         started = time.perf_counter()
         fmt = output_format(body)
-
-        def checked() -> tuple[Request, GenerationConfig]:
-            request = build()
-            return request, prepare(request, body, text_field, duration)
-
-        request, config = await run_in_threadpool(checked)
-        job = Job(request, config, settings.chunk_frames if body.stream else None, asyncio.get_running_loop())
-        try:
-            scheduler.submit(job)
-        except QueueFull as err:
-            raise ApiError(429, str(err), headers={"Retry-After": str(err.retry_after)}) from None
-        except ShuttingDown as err:
-            raise ApiError(503, str(err)) from None
+        sampling = Sampling(**body.model_dump(include=set(Sampling.model_fields)))
+        job = await service.submit(build, sampling, text_field, duration, settings.chunk_frames if body.stream else None)
         headers = {"X-Sample-Rate": str(rate)}
         media_type = formats.MEDIA_TYPES[fmt]
         try:
@@ -272,7 +209,7 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
         limits.upload(len(data), "prompt_audio")
         language = form.language or language_of(text)
 
-        def build() -> Request:
+        def build():
             try:
                 wave = load_audio(io.BytesIO(data), name=form.prompt_audio.filename or "prompt_audio")
                 return api.request("clone", text, language, prompt_audio=wave, prompt_text=prompt_text)
@@ -300,8 +237,4 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/", include_in_schema=False)
-    async def root():
-        return RedirectResponse("/docs")
-
-    return app
+    return webui.mount(app, service)

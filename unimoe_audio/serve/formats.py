@@ -15,9 +15,14 @@ STREAMABLE = ("wav", "pcm")
 UNKNOWN_SIZE = 0xFFFFFFFF
 
 
+def pcm16(wave: np.ndarray) -> np.ndarray:
+    """A clip (float32 [T]) as the 16-bit samples every format carries."""
+    return (np.clip(wave, -1.0, 1.0) * 32767).round().astype("<i2")
+
+
 def encode(wave: np.ndarray, rate: int, fmt: str) -> bytes:
     """A clip (float32 [T]) in `fmt` (one of MEDIA_TYPES); every format holds the same samples."""
-    samples = (np.clip(wave, -1.0, 1.0) * 32767).round().astype("<i2")
+    samples = pcm16(wave)
     if fmt == "pcm":
         return samples.tobytes()
     buffer = io.BytesIO()
