@@ -2,9 +2,8 @@
 
 AdamW + linear warm-up + cosine decay; gradient accumulation and clipping; fp32 on CPU, bf16
 autocast on GPU; DDP (or FSDP with `parallel: fsdp`, train/sharding.py) when launched by torchrun /
-accelerate. Logs go to TensorBoard,
-`metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at the end. Checkpoints are single
-files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
+accelerate. Logs go to TensorBoard, `metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at
+the end. Checkpoints are single files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
 Under FSDP a checkpoint is a directory of shards (step-N.dcp/), also renamed into place when complete.
 
