@@ -31,6 +31,7 @@ def test_unknown_keys_are_named_in_the_error(data, words):
 @pytest.mark.parametrize("fields, word", [
     ({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"), ({"warmup_ratio": 1.5}, "warmup_ratio"),
     ({"batch_size": 6, "grad_accum": 4}, "grad_accum"), ({"mix": "weird"}, "mix"), ({"subset": 0.0}, "subset"),
+    ({"parallel": "zero3"}, "parallel must be one of"),
 ])
 def test_impossible_values_are_rejected(fields, word):
     with pytest.raises(UniMoEError, match=word):

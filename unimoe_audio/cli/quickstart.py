@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-
 from unimoe_audio.codec import save_audio
 from unimoe_audio.data import read_manifest
 from unimoe_audio.errors import UniMoEError

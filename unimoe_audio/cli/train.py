@@ -12,7 +12,8 @@ from unimoe_audio.train.distributed import setup, teardown
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="run a training recipe: specialists -> warm-up -> joint, and baselines",
-                              description="Runs under torchrun / accelerate launch unchanged (DDP; gloo on CPU, NCCL on GPU). "
+                              description="Runs under torchrun / accelerate launch unchanged (DDP, or FSDP with a stage's `parallel: fsdp`; "
+                                          "gloo on CPU, NCCL on GPU). "
                                           "Re-running the same recipe resumes where it stopped.")
     p.add_argument("--config", type=Path, required=True, help="recipe YAML (see configs/)")
     p.add_argument("--stage", default="all", choices=("all", *RUNNABLE),

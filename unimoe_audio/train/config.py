@@ -40,6 +40,7 @@ from unimoe_audio.model.config import PRESETS
 from unimoe_audio.moe import DCMoEConfig
 
 MIXES = ("natural", "balanced")
+PARALLEL = ("ddp", "fsdp")
 STAGES = ("backbone", "specialists", "warmup", "joint")  # backbone: optional, only when the recipe lists it
 BASELINES = ("naive-joint", "dense-balanced", "top-k", "scratch")
 # `model:` keys a recipe may not set, and what sets them instead.
@@ -87,6 +88,8 @@ class StageConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     max_bad_steps: int = 10  # NaN/inf losses tolerated (step skipped) before stopping
+    parallel: str = "ddp"  # under torchrun: ddp (replicated) or fsdp (fully_shard per block, train/sharding.py)
+    activation_checkpointing: bool = False  # fsdp: recompute each block's activations in backward
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -117,6 +120,8 @@ class StageConfig:
             raise _bad("aux_start, aux_end and aux_steps cannot be negative")
         if self.align_weight < 0 or self.align_layer < 0 or self.align_heads < 1 or not self.align_sigma > 0:
             raise _bad("align_weight and align_layer cannot be negative; align_heads and align_sigma must be positive")
+        if self.parallel not in PARALLEL:
+            raise _bad(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
         if self.max_bad_steps < 0:
             raise _bad(f"max_bad_steps cannot be negative, got {self.max_bad_steps}")
 

@@ -1,12 +1,13 @@
 """The training loop shared by every curriculum stage and baseline.
 
 AdamW + linear warm-up + cosine decay; gradient accumulation and clipping; fp32 on CPU, bf16
-autocast on GPU; DDP when launched by torchrun / accelerate. Logs go to TensorBoard,
-`metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at the end. Checkpoints are single
-files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
+autocast on GPU; DDP (or FSDP with `parallel: fsdp`, train/sharding.py) when launched by torchrun /
+accelerate. Logs go to TensorBoard, `metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at
+the end. Checkpoints are single files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
 A stage that starts afresh seeds its RNGs from (seed, stage name), so its losses do not depend on
 what ran before it in the same process.
+Under FSDP a checkpoint is a directory of shards (step-N.dcp/), also renamed into place when complete.
 
 Data order does not depend on the process layout: optimizer step s consumes the global
 micro-batches s·A·W … s·A·W + A·W − 1 of the sampler (A = accumulation, W = processes), and
@@ -22,6 +23,7 @@ import json
 import math
 import random
 import re
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -38,10 +40,11 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, save_figure, write_json
 from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attention_loss
 from unimoe_audio.moe import AuxLossSchedule
+from unimoe_audio.train import sharding
 from unimoe_audio.train.config import StageConfig
 from unimoe_audio.train.distributed import DistInfo, all_sum, gather_objects
 
-CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
+CHECKPOINT_RE = re.compile(r"step-(\d+)\.(pt|dcp)$")  # a single file (DDP, one process) or FSDP's shards
 
 
 def lr_factor(step: int, config: StageConfig) -> float:
@@ -77,7 +80,7 @@ def subset_indices(groups: Sequence[str], fraction: float, seed: int) -> set[int
 
 def list_checkpoints(directory: Path) -> list[Path]:
     """Checkpoints in `directory`, oldest first."""
-    found = [(int(m.group(1)), p) for p in Path(directory).glob("step-*.pt") if (m := CHECKPOINT_RE.search(p.name))]
+    found = [(int(m.group(1)), p) for p in Path(directory).glob("step-*") if (m := CHECKPOINT_RE.search(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -147,13 +150,16 @@ class Trainer:
                               f"{shape.num_layers} layers and {shape.num_heads} heads")
         self.device = self.dist.device
         self.model = model.to(self.device)
+        self.fsdp = config.parallel == "fsdp" and self.dist.enabled  # one process: nothing to shard
+        if self.fsdp:
+            self.skeleton = sharding.shard(self.model, self.dist.world_size, self.device, config.activation_checkpointing)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
         self.aux = AuxLossSchedule(config.aux_start, config.aux_end, config.aux_steps)
         self.step = 0
         self.bad_steps = 0
         self.ddp = self.model
-        if self.dist.enabled:
+        if self.dist.enabled and not self.fsdp:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)  # routed experts nobody chose get no gradient
@@ -191,7 +197,7 @@ class Trainer:
             tokens += self._tokens(examples)
             # Condition dropout draws from a generator keyed by the global micro-batch: resumable, layout-free.
             batch = self._to_device(self.collate(examples, np.random.default_rng([self.seed, k, 1])))
-            sync = m == c.grad_accum - 1 or not self.dist.enabled
+            sync = m == c.grad_accum - 1 or not self.dist.enabled or self.fsdp  # FSDP reduce-scatters every micro-batch
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
                 out = self.ddp(**batch, aux_weight=weight, attention_layer=c.align_layer if c.align_weight else None)
                 loss = out.loss.float()
@@ -218,7 +224,8 @@ class Trainer:
         finite = bool(all_sum(torch.tensor([0.0 if finite else 1.0], device=self.device), self.dist).item() == 0)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if finite:
-            grad_norm = float(nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm > 0 else float("inf")))
+            norm = nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm > 0 else float("inf"))
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
             self.optimizer.step()
         else:
             grad_norm = float("nan")
@@ -261,7 +268,8 @@ class Trainer:
         (model/alignment.py). The first speech item's attention map is kept under attention/ for
         the picture drawn at the end.
 
-        The same fixed items every time: the first eval_batches × batch items of each group."""
+        The same fixed items every time: the first eval_batches × batch items of each group. Under FSDP
+        every forward is a collective, so a process out of items runs one more (discarded) batch."""
         if self.val_set is None:
             return {}
         self.ddp.eval()
@@ -274,11 +282,15 @@ class Trainer:
         for j, g in enumerate(groups):
             items = [i for i, x in enumerate(self.val_set.groups) if x == g][:n]
             mine = items[self.dist.rank:: self.dist.world_size]
-            for start in range(0, len(mine), self.micro_batch):
-                examples = self._examples(mine[start: start + self.micro_batch], self.val_set)
+            batches = math.ceil(len(items) / self.dist.world_size / self.micro_batch) if self.fsdp else None
+            for start in range(0, len(mine) if batches is None else batches * self.micro_batch, self.micro_batch):
+                chosen = mine[start: start + self.micro_batch]
+                examples = self._examples(chosen or items[:1], self.val_set)
                 batch = self._to_device(self.collate(examples))
                 with self._autocast():
                     out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
+                if not chosen:
+                    continue
                 sums[j] += out.example_losses.float().sum().double()
                 sums[len(groups) + j] += len(examples)
                 codebooks += out.codebook_losses.double() * len(examples)
@@ -307,37 +319,56 @@ class Trainer:
         return result
 
     # ---------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict:
-        return {"step": self.step, "bad_steps": self.bad_steps, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+    def progress_state(self) -> dict:
+        """Everything but the model and optimizer (the part FSDP does not shard)."""
+        return {"step": self.step, "bad_steps": self.bad_steps, "scheduler": self.scheduler.state_dict(),
                 "aux": self.aux.state_dict(), "sampler": self.sampler.state_dict()}
 
+    def state_dict(self) -> dict:
+        return {**self.progress_state(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
     def save_checkpoint(self) -> Path | None:
-        """Write checkpoints/step-N.pt atomically, then drop all but the newest keep_checkpoints.
+        """Write checkpoints/step-N.pt (FSDP: step-N.dcp/) atomically, then drop all but the newest
+        keep_checkpoints.
 
         A failing write (full disk) leaves the previous checkpoints intact and raises UniMoEError."""
         rngs = gather_objects(rng_state(), self.dist)  # every process's RNG: router jitter differs by rank
-        if not self.dist.is_main:
+        path = self.ckpt_dir / f"step-{self.step:07d}.{'dcp' if self.fsdp else 'pt'}"
+        if not (self.dist.is_main or self.fsdp):
             return None
-        path = self.ckpt_dir / f"step-{self.step:07d}.pt"
         try:
-            with atomic_path(path) as tmp:
-                torch.save({**self.state_dict(), "rng": rngs}, tmp)
-        except UniMoEError as err:  # unwritable folder or full disk
+            if self.fsdp:
+                sharding.save(path, self.model, self.optimizer, {**self.progress_state(), "rng": rngs}, self.dist.is_main)
+            else:
+                with atomic_path(path) as tmp:
+                    torch.save({**self.state_dict(), "rng": rngs}, tmp)
+        except (UniMoEError, OSError) as err:  # unwritable folder or full disk
             previous = list_checkpoints(self.ckpt_dir)
             kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
-            raise UniMoEError(f"{err}; {kept}. Free disk space and run again with --resume") from None
+            reason = err if isinstance(err, UniMoEError) else f"could not write checkpoint {path} ({err.strerror or err})"
+            raise UniMoEError(f"{reason}; {kept}. Free disk space and run again with --resume") from None
+        if not self.dist.is_main:
+            return None
         for old in list_checkpoints(self.ckpt_dir)[: -self.config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink(missing_ok=True)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
+        if path.is_dir() != self.fsdp:
+            raise UniMoEError(f"checkpoint {path} was written {'with' if path.is_dir() else 'without'} FSDP; resume "
+                              f"with the same `parallel` setting and number of processes")
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            if self.fsdp:
+                state = sharding.load(path, self.model, self.optimizer, self.device)
+            else:
+                state = torch.load(path, map_location=self.device, weights_only=False)
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
         except (OSError, RuntimeError, EOFError) as err:
             raise UniMoEError(f"checkpoint {path} cannot be read ({err}); delete it to resume from an earlier one") from None
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.aux.load_state_dict(state["aux"])
         self.sampler.load_state_dict(state["sampler"])
@@ -385,7 +416,7 @@ class Trainer:
         if self.dist.is_main and self.step > start_step:
             plot_losses(metrics_path, self.out_dir / "loss.png", self.name)
             plot_attention(self.out_dir / "attention", self.out_dir / "attention.png", self.name)
-        return self.model
+        return sharding.gather(self.model, self.skeleton) if self.fsdp else self.model
 
 
 class MetricsLog:
