@@ -88,5 +88,11 @@ def test_two_fsdp_processes_match_one_process_and_resume_exactly(corpus, tmp_pat
     assert not list((tmp_path / "b" / "checkpoints").glob(".*.tmp"))
     # fit() hands back the whole trained model, gathered from the shards.
     sharded = torch.load(tmp_path / "a.pt")
+    # The same weights, gathered whole: per tensor within 1 % by norm (a shard misplaced or missing
+    # is ~100 %). Not element by element: Adam's normalised step moves a weight whose gradient is near
+    # zero by up to the LR, and a near-tie in Top-P routing can flip between the two layouts, so
+    # single elements differ by up to ~1e-3 (measured) while the losses above agree within 1e-4.
+    assert set(sharded) == set(one.state_dict())
     for key, value in one.state_dict().items():
-        torch.testing.assert_close(sharded[key], value, rtol=LATER, atol=1e-5)
+        assert sharded[key].shape == value.shape, key
+        assert float((sharded[key] - value).norm() / value.norm().clamp_min(1e-12)) < 1e-2, key
