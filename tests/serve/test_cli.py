@@ -27,13 +27,14 @@ def start(command: str, model_dir, *options: str, ready: str = "/health") -> tup
     proc = subprocess.Popen([sys.executable, "-m", "unimoe_audio.cli.main", command, "--model", str(model_dir),
                              "--port", str(port), *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180  # hang guard (importing gradio is slow on a busy CPU), not a performance bound
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, f"{command} did not come up"
+    while proc.poll() is None and time.monotonic() < deadline:
         try:
             if httpx.get(url + ready).status_code == 200:
                 return proc, url, deadline
         except httpx.TransportError:
             time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"{command} did not come up: {proc.communicate()[0][-2000:]}")
 
 
 def test_serve_starts_answers_and_shuts_down_gracefully(model_dir):
