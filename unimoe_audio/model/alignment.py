@@ -6,7 +6,7 @@ attention mass on text positions n of N weighted by the diagonal prior
 G[t, n] = exp(-(n/N - t/T)² / 2σ²) (DC-TTS's guided attention, Tachibana et al. 2018), averaged
 over frames. It is near 1 for a diagonal path and small for attention spread anywhere else; the
 guided-attention loss is 1 minus it, on a few heads of one layer, and it is what the trainer logs
-on validation items as `eval/align/<group>` and draws as attention maps.
+on validation items as `align/<group>` and draws as attention maps.
 
 Spans come from the collator: `text_span [B, 2]` (the target phonemes) and `audio_span [B, 2]`
 (the query positions that predict the target frames); (0, 0) marks an item without one (music,
