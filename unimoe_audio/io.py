@@ -72,3 +72,14 @@ def read_json(path: str | os.PathLike, what: str) -> Any | None:
     except (ValueError, UnicodeDecodeError) as err:
         print(f"warning: {path} is corrupt ({err}); {what}", file=sys.stderr)
         return None
+
+
+def read_config(directory: str | os.PathLike, what: str = "model") -> dict:
+    """`<directory>/config.json` of a saved model or codec; missing or not JSON -> UniMoEError."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise UniMoEError(f"no {what} at {directory}: config.json is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UniMoEError(f"{path} is not valid JSON: {err}") from None

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from unimoe_audio.codec import DelayPattern
 from unimoe_audio.model import GenerationConfig, Generator, IGNORE, Request
 from unimoe_audio.model.released import ReleasedPrompts, load_released_model, load_tokenizer, released_config
-from unimoe_audio.model.released.checkpoint import read_raw_config, target
+from unimoe_audio.io import read_config
+from unimoe_audio.model.released.checkpoint import target
 from unimoe_audio.moe.routing import official_weights
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "released"
@@ -33,7 +34,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(folder):
-    config, spec = released_config(read_raw_config(folder), str(folder))
+    config, spec = released_config(read_config(folder), str(folder))
     return load_released_model(folder, config), config, spec
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
 
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import read_config
 
 CODEC_TYPES: dict[str, type["Codec"]] = {}
 
@@ -75,21 +75,11 @@ class Codec(ABC):
         return codes.long()
 
 
-def read_config(directory: str | Path) -> dict:
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        raise UniMoEError(f"no codec found at {directory}: {path.name} is missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UniMoEError(f"{path} is not valid JSON: {err}") from None
-
-
 def load_codec(directory: str | Path) -> Codec:
     """Load any saved codec; dispatches on config.json's "codec_type"."""
     import unimoe_audio.codec  # noqa: F401  (registers every codec type)
 
-    config = read_config(directory)
+    config = read_config(directory, "codec")
     # Hugging Face codec directories carry "model_type" ("dac", "encodec") instead of our "codec_type".
     codec_type = config.get("codec_type", config.get("model_type"))
     if codec_type not in CODEC_TYPES:

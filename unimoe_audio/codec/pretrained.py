@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from unimoe_audio.codec.audio import prepare_wave
-from unimoe_audio.codec.base import Codec, read_config
+from unimoe_audio.codec.base import Codec
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.io import read_config
 
 
 class TransformersCodec(Codec):
@@ -51,7 +52,7 @@ class TransformersCodec(Codec):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "TransformersCodec":
-        config = read_config(directory)
+        config = read_config(directory, "codec")
         if config.get("model_type") != cls.model_type:
             raise UniMoEError(f"{directory} holds a {config.get('model_type')!r} model, not {cls.model_type!r}")
         try:

@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from unimoe_audio.codec.audio import load_audio, prepare_wave
-from unimoe_audio.codec.base import Codec, read_config
+from unimoe_audio.codec.base import Codec
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import atomic_path, read_config, write_json
 
 LOG_FLOOR = 1e-5
 
@@ -110,7 +110,7 @@ class SpectralCodec(Codec):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "SpectralCodec":
-        raw = read_config(directory)
+        raw = read_config(directory, "codec")
         known = {f.name for f in fields(SpectralCodecConfig)}
         config = SpectralCodecConfig(**{k: v for k, v in raw.items() if k in known})
         weights_path = Path(directory) / "model.safetensors"

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from unimoe_audio.codec import Codec, DelayPattern, load_audio, load_codec, mono
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import atomic_path, read_config, write_json
 from unimoe_audio.model.config import UniMoEAudioConfig
 from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.generate import GenerationConfig, Generator, PromptEncoder
@@ -45,13 +44,7 @@ def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFro
 
 def load_model(directory: str | Path, device: str = "cpu") -> tuple[UniMoEAudioModel, TextFrontend]:
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise UniMoEError(f"no model at {directory} (config.json is missing)")
-    try:
-        raw = json.loads(config_path.read_text())
-    except ValueError as err:
-        raise UniMoEError(f"{config_path} is not valid JSON: {err}") from None
+    raw = read_config(directory)
     if raw.pop("model_type", None) != MODEL_TYPE:
         raise UniMoEError(f"{directory} does not hold a UniMoE-Audio model (model_type is not {MODEL_TYPE!r})")
     model = UniMoEAudioModel(UniMoEAudioConfig.from_dict(raw))
@@ -61,7 +54,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> tuple[UniMoEAudioM
     try:
         model.load_state_dict(load_file(str(weights)))
     except RuntimeError as err:
-        raise UniMoEError(f"{weights} does not match {config_path}: {str(err).splitlines()[0]}") from None
+        raise UniMoEError(f"{weights} does not match {directory / 'config.json'}: {str(err).splitlines()[0]}") from None
     return model.to(device).eval(), TextFrontend.load(directory / "frontend.json")
 
 

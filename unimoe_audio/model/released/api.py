@@ -23,12 +23,12 @@ from safetensors.torch import save_file
 
 from unimoe_audio.codec import Codec, DelayPattern, load_dac
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.io import atomic_path, write_json
+from unimoe_audio.io import atomic_path, read_config, write_json
 from unimoe_audio.model.config import UniMoEAudioConfig
 from unimoe_audio.model.generate import GenerationConfig
 from unimoe_audio.model.pipeline import MODEL_TYPE, UniMoEAudio
 from unimoe_audio.model.released.checkpoint import (EXTRA, INDEX, ReleasedSpec, is_released, iter_released,
-                                                    load_released_model, read_raw_config, released_config,
+                                                    load_released_model, released_config,
                                                     weight_files)
 from unimoe_audio.model.released.prompts import ReleasedPrompts, check_tokenizer_files, load_tokenizer
 from unimoe_audio.model.transformer import UniMoEAudioModel
@@ -69,7 +69,7 @@ class ReleasedUniMoEAudio(UniMoEAudio):
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> "ReleasedUniMoEAudio":
         directory = Path(directory)
-        raw = read_raw_config(directory)
+        raw = read_config(directory)
         if is_released(directory):
             config, spec = released_config(raw, str(directory))
             check_tokenizer_files(directory)
@@ -130,7 +130,7 @@ def convert_released(source: str | Path, out: str | Path, dtype: torch.dtype | N
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise UniMoEError("--out must be a new folder: the released folder is never modified")
-    config, spec = released_config(read_raw_config(source), str(source))
+    config, spec = released_config(read_config(source), str(source))
     check_tokenizer_files(source)
     codec = load_dac(source / "dac_model")
     return write_converted(out, iter_released(source, config, dtype, extras=True), config, spec, source, codec)

@@ -53,16 +53,6 @@ class ReleasedSpec:
     codec_values: tuple[int, int, int]  # EOS, PAD, BOS as the config names them
 
 
-def read_raw_config(directory: str | Path) -> dict:
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        raise UniMoEError(f"no model at {directory}: config.json is missing")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise UniMoEError(f"{path} is not valid JSON: {err}") from None
-
-
 def is_released(directory: str | Path) -> bool:
     path = Path(directory) / "config.json"
     try:
