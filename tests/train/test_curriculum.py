@@ -177,6 +177,43 @@ def test_a_run_saved_before_a_setting_existed_still_resumes(corpus, tmp_path):
     assert not same_recipe({**saved, "retired_setting": 1}, recipe)
 
 
+def test_only_stages_that_have_not_started_may_change(corpus, tmp_path):
+    """A run whose specialists hold a checkpoint refuses new specialist settings but accepts new
+    settings for the joint stage, which has not started."""
+    from unimoe_audio.train.curriculum import same_recipe, started_stages
+
+    out = tmp_path / "run"
+    recipe = recipe_from_dict(recipe_dict(corpus, out))
+    (out / "specialists" / "speech-en" / "checkpoints").mkdir(parents=True)
+    (out / "specialists" / "speech-en" / "checkpoints" / "step-0000050.pt").write_bytes(b"")
+    assert started_stages(out) == {"specialists"}
+    saved = json.loads(json.dumps(recipe.to_dict()))
+    later = json.loads(json.dumps(saved))
+    later["stages"]["joint"]["steps"] += 5
+    assert same_recipe(saved, recipe_from_dict(later), started_stages(out))
+    sooner = json.loads(json.dumps(saved))
+    sooner["stages"]["specialists"]["steps"] += 5
+    assert not same_recipe(saved, recipe_from_dict(sooner), started_stages(out))
+
+
+def test_group_steps_set_one_specialists_length(corpus, tmp_path):
+    """`group_steps` gives one group's specialist its own length; it is refused outside the
+    specialists stage and for unknown groups."""
+    data = recipe_dict(corpus, tmp_path / "run")
+    data["stages"]["specialists"]["group_steps"] = {"music": 2}
+    run_recipe(recipe_from_dict(data), "specialists", progress=False)
+    steps = {g: [json.loads(line) for line in (tmp_path / "run" / "specialists" / g / "metrics.jsonl").open()][-1]["step"]
+             for g in ("speech-en", "music")}
+    assert steps["music"] == 2 and steps["speech-en"] == data["stages"]["specialists"]["steps"]
+    data["stages"]["joint"]["group_steps"] = {"music": 3}
+    with pytest.raises(UniMoEError, match="specialists stage only"):
+        recipe_from_dict(data)
+    data["stages"]["joint"]["group_steps"] = {}
+    data["stages"]["specialists"]["group_steps"] = {"video": 3}
+    with pytest.raises(UniMoEError, match="group_steps"):
+        recipe_from_dict(data)
+
+
 def test_a_metrics_line_cut_short_by_a_kill_is_dropped_with_a_warning(tmp_path, capsys):
     from unimoe_audio.train.trainer import MetricsLog
 

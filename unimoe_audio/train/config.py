@@ -64,6 +64,7 @@ class StageConfig:
     """
 
     steps: int = 1000
+    group_steps: dict[str, int] = field(default_factory=dict)  # specialists: steps of one group's specialist
     lr: float = 1e-4
     min_lr_ratio: float = 0.1  # cosine decays to lr · min_lr_ratio
     warmup_ratio: float = 0.05  # linear LR warm-up over this fraction of the steps, then cosine
@@ -124,6 +125,9 @@ class StageConfig:
             raise _bad(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
         if self.max_bad_steps < 0:
             raise _bad(f"max_bad_steps cannot be negative, got {self.max_bad_steps}")
+        unknown = set(self.group_steps) - set(TASK_GROUPS)
+        if unknown or any(not isinstance(n, int) or n <= 0 for n in self.group_steps.values()):
+            raise _bad(f"group_steps maps task groups {list(TASK_GROUPS)} to positive step counts, got {self.group_steps}")
 
 
 @dataclass
@@ -205,6 +209,10 @@ class RecipeConfig:
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise _bad(f"unknown baseline(s) {sorted(unknown)}; known: {list(BASELINES)}")
+        per_group = [name for name, stage in {**self.stages, **self.baselines}.items()
+                     if stage.group_steps and name != "specialists"]
+        if per_group:
+            raise _bad(f"group_steps is a setting of the specialists stage only (found under {per_group})")
         self.specialist_config()  # the model section, checked when the recipe is read
 
     @property

@@ -74,8 +74,9 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         saved = out / "recipe.json"
-        if saved.is_file() and not same_recipe(json.loads(saved.read_text()), recipe):
-            raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out})")
+        if saved.is_file() and not same_recipe(json.loads(saved.read_text()), recipe, started_stages(out)):
+            raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out}); "
+                              "only the settings of stages that have not started yet may change")
         built = (corpus / "train.jsonl").is_file()
         groups = {e["group"] for e in read_manifest(corpus / "train.jsonl")} if built else TASK_GROUPS  # a build has all
         recipe.moe_config(len(groups))  # the DCMoE the specialists will make, checked before any work
@@ -104,14 +105,32 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
                collate, dist, progress)
 
 
-def same_recipe(saved: dict, recipe: RecipeConfig) -> bool:
-    """Whether a run's saved recipe is `recipe`; settings added to the schema since the run was
-    saved count with their defaults, so a newer version of the code resumes an older run."""
+def started_stages(out: Path) -> set[str]:
+    """The stages (and baselines) of a run that hold a checkpoint or a finished model."""
+    marks = [*out.glob("*/checkpoints/step-*"), *out.glob("*/*/checkpoints/step-*"),
+             *out.glob("*/model/model.safetensors"), *out.glob("*/*/model/model.safetensors")]
+    return {"/".join(m.relative_to(out).parts[:2]) if m.relative_to(out).parts[0] == "baselines"
+            else m.relative_to(out).parts[0] for m in marks}
+
+
+def same_recipe(saved: dict, recipe: RecipeConfig, started: set[str] | None = None) -> bool:
+    """Whether a run's saved recipe is `recipe`, as far as its started stages go.
+
+    Settings added to the schema since the run was saved count with their defaults, so a newer
+    version of the code resumes an older run. The settings of stages not yet `started` (names as
+    in `started_stages`; None: all started) may change, so a long run's later stages can be
+    retuned while its first stage trains or after it has finished.
+    """
     try:
-        before = recipe_from_dict(saved).to_dict()
+        before, after = recipe_from_dict(saved).to_dict(), recipe.to_dict()
     except UniMoEError:  # a setting the schema no longer has
         return False
-    return json.loads(json.dumps(before)) == json.loads(json.dumps(recipe.to_dict()))
+    before, after = json.loads(json.dumps(before)), json.loads(json.dumps(after))
+    if started is not None:
+        for key, name in [("stages", s) for s in STAGES] + [("baselines", b) for b in BASELINES]:
+            if (name if key == "stages" else f"baselines/{name}") not in started:
+                before[key].pop(name, None), after[key].pop(name, None)
+    return before == after
 
 
 def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfig,
@@ -155,7 +174,7 @@ def specialists(run: Run) -> list[UniMoEAudioModel]:
     done = all((run.out / "specialists" / g / "model" / "model.safetensors").is_file() for g in run.groups)
     start = None if done else backbone(run)
     return [train_stage(run, f"specialists/{g}", copy.deepcopy(start) if start is not None else fresh(run, run.base),
-                        stage, only=(g,)) for g in run.groups]
+                        replace(stage, steps=stage.group_steps.get(g, stage.steps)), only=(g,)) for g in run.groups]
 
 
 def warmup(run: Run) -> UniMoEAudioModel:
