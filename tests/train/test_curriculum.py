@@ -200,16 +200,16 @@ def test_group_steps_set_one_specialists_length(corpus, tmp_path):
     """`group_steps` gives one group's specialist its own length; it is refused outside the
     specialists stage and for unknown groups."""
     data = recipe_dict(corpus, tmp_path / "run")
-    data["stages"]["specialists"]["group_steps"] = {"music": 2}
+    data["stages"]["specialists"] = {**STAGE, "group_steps": {"music": 2}}
     run_recipe(recipe_from_dict(data), "specialists", progress=False)
     steps = {g: [json.loads(line) for line in (tmp_path / "run" / "specialists" / g / "metrics.jsonl").open()][-1]["step"]
              for g in ("speech-en", "music")}
     assert steps["music"] == 2 and steps["speech-en"] == data["stages"]["specialists"]["steps"]
-    data["stages"]["joint"]["group_steps"] = {"music": 3}
+    data["stages"]["joint"] = {**data["stages"]["joint"], "group_steps": {"music": 3}}
     with pytest.raises(UniMoEError, match="specialists stage only"):
         recipe_from_dict(data)
-    data["stages"]["joint"]["group_steps"] = {}
-    data["stages"]["specialists"]["group_steps"] = {"video": 3}
+    data["stages"]["joint"] = {**data["stages"]["joint"], "group_steps": {}}
+    data["stages"]["specialists"] = {**STAGE, "group_steps": {"video": 3}}
     with pytest.raises(UniMoEError, match="group_steps"):
         recipe_from_dict(data)
 
