@@ -291,7 +291,7 @@ def test_unseeded_generation_leaves_the_callers_random_state_alone(api, examples
 def test_quickstart_samples_only_what_the_corpus_has(api, tmp_path, capsys):
     import json
 
-    from unimoe_audio.cli.quickstart import samples
+    from unimoe_audio.workflows.quickstart import samples
 
     english = {"id": "e", "task": "tts", "group": "speech-en", "language": "en", "text": "Hi.", "speaker": "en_slt",
                "audio": "e.wav"}

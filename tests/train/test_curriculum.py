@@ -133,7 +133,7 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
 def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tmp_path):
     """With a backbone stage every specialist starts from the backbone's weights (not from scratch),
     the guided alignment is logged, and eval-checkpoints scores each kept checkpoint with the judges."""
-    from unimoe_audio.eval.checkpoints import judge_checkpoints
+    from unimoe_audio.workflows.checkpoints import judge_checkpoints
     from unimoe_audio.model import load_model
 
     guided = {**STAGE, "align_weight": 1.0, "align_layer": 1}

@@ -385,7 +385,7 @@ class Trainer:
                               f"or choose another --out")
         else:
             seed_stage(self.seed, self.name)
-        if self.dist.is_main and hasattr(self.model, "config"):  # what eval/checkpoints.py needs to rebuild a checkpoint
+        if self.dist.is_main and hasattr(self.model, "config"):  # what workflows/checkpoints.py needs to rebuild a checkpoint
             write_json(self.out_dir / "stage.json", {"model": self.model.config.to_dict(), "groups": sorted(self.sampler.by_group)})
         log = MetricsLog(metrics_path, self.out_dir / "tensorboard", self.step, enabled=self.dist.is_main)
         bar = tqdm(total=c.steps, initial=self.step, desc=self.name, unit="step",
