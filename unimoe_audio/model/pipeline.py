@@ -170,6 +170,10 @@ class UniMoEAudio:
             return GenerationConfig(max_frames=frames, min_frames=frames)
         return GenerationConfig(max_frames=self.speech_budget(text, language))
 
+    def video_seconds(self, frames: torch.Tensor) -> float:
+        """How long video frames [T, S, S, 3] read for this model last."""
+        return len(frames) / self.model.config.vision.fps
+
     def music_frames(self, duration: float) -> int:
         if not math.isfinite(duration) or duration <= 0:
             raise UniMoEError(f"duration must be a positive number of seconds, got {duration}")
@@ -200,7 +204,7 @@ class UniMoEAudio:
             raise UniMoEError("the music caption is empty")
         request = self.request("v2m" if video is not None else "t2m", caption=caption or "", video=video)
         if video is not None and duration is None:
-            duration = len(request.video) / self.model.config.vision.fps
+            duration = self.video_seconds(request.video)
         if config is None:
             config = self.default_config(request.task, duration=duration)
         elif duration is not None:  # `duration` fixes the length whatever the config says
