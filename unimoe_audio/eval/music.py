@@ -123,8 +123,10 @@ def video_beats(frames: np.ndarray, fps: float) -> np.ndarray:
     rise = np.concatenate([[0.0], np.maximum(gray[1:] - gray[:-1], 0).mean(axis=(1, 2))])
     if not rise.any():
         return np.zeros(0)
-    peaks = librosa.util.peak_pick(rise, pre_max=2, post_max=2, pre_avg=4, post_avg=4, delta=0.5 * float(rise.std()),
-                                   wait=2)
+    # a peak: the largest rise within ±2 frames, clearly above the mean (the scrolling notes' steady motion)
+    padded = np.pad(rise, 2)
+    neighbourhood = np.lib.stride_tricks.sliding_window_view(padded, 5).max(axis=1)
+    peaks = np.flatnonzero((rise == neighbourhood) & (rise > rise.mean() + 0.5 * rise.std()))
     return np.maximum(peaks / fps - 0.5 / fps, 0.0)
 
 
