@@ -290,7 +290,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| speaker similarity to the prompt ({c['items']} clones; floor {_fmt(c['similarity_floor'])}) | "
                      f"{_fmt(c['similarity'])} | {_fmt(c['similarity_ceiling'])} |")
     m = r.get("music") or {}
-    if m:
+    if m.get("items"):  # text-to-music items (a v2m-only evaluation has none)
         for key in ("tempo_accuracy", "key_accuracy", "mode_accuracy", "texture_accuracy"):
             lines.append(f"| music {key.replace('_', ' ')} ({m['items']} clips) | {_fmt(m['generated'][key])} | "
                          f"{_fmt(m['ground_truth'][key])} |")
