@@ -93,8 +93,12 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
             config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
             video = None
             if e["task"] == "v2m":  # the video's first `seconds` (looped if it is shorter)
-                video = api.video_frames(corpus / shown["video"])
-                video = video[torch.arange(math.ceil(seconds * api.model.config.vision.fps)) % len(video)]
+                vision = api.model.config.vision
+                if vision is None:
+                    raise UniMoEError(f"{e['id']} is a v2m item but this model has no vision encoder; "
+                                      "evaluate it on the other task groups (groups=...)")
+                video = torch.from_numpy(read_video(corpus / shown["video"], vision.fps, vision.size, MAX_VIDEO_SECONDS)[0])
+                video = video[torch.arange(math.ceil(seconds * vision.fps)) % len(video)]
             request = api.request(e["task"], caption=e["caption"], video=video)
         else:
             config = GenerationConfig(max_frames=api.speech_budget(e["text"], e["language"]), seed=seed + i)
