@@ -77,3 +77,48 @@ def train_set(corpus):
 @pytest.fixture(scope="session")
 def val_set(corpus):
     return TokenDataset(corpus / "tokens", "validation")
+
+
+# The same corpus plus video-to-music items: click tracks at 90/120/150 BPM, each with a video drawn
+# (data/videos.py) from its beats and key; tokens encoded with the same codec (videos cached).
+V2M_ITEMS = {"train": 3, "validation": 2, "test": 2}
+V2M_BPM = (90, 120, 150)
+V2M_KEYS = ((0, "major", "C major"), (9, "minor", "A minor"), (7, "major", "G major"))
+
+
+def click_track(bpm: float, seconds: float, tonic: int) -> np.ndarray:
+    """A short tone of the key's tonic on every beat."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    phase = t % (60 / bpm)
+    tone = np.sin(2 * np.pi * 261.63 * 2 ** (tonic / 12) * t)
+    return (0.5 * tone * np.exp(-phase / 0.05)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def video_corpus(corpus, tmp_path_factory):
+    import shutil
+
+    from unimoe_audio.codec import load_codec
+    from unimoe_audio.data.videos import Timeline, render_video
+
+    root = tmp_path_factory.mktemp("video-corpus")
+    for name in ("audio", "codec"):
+        shutil.copytree(corpus / name, root / name)
+    (root / "videos").mkdir()
+    seconds = 2.5
+    for split, count in V2M_ITEMS.items():
+        entries = [json.loads(line) for line in (corpus / f"{split}.jsonl").read_text().splitlines()]
+        for i in range(count):
+            n = sum(V2M_ITEMS[s] for s in list(V2M_ITEMS)[: list(V2M_ITEMS).index(split)]) + i
+            bpm, (tonic, mode, key) = V2M_BPM[n % 3], V2M_KEYS[n % 3]
+            item_id = f"v2m-{split}-{i}"
+            sf.write(root / "audio" / f"{item_id}.wav", click_track(bpm, seconds, tonic), RATE)
+            beats = tuple(np.arange(0, seconds, 60 / bpm))
+            render_video(Timeline(seconds, ((0.0, seconds, 60 + tonic),), beats, (), tonic, mode),
+                         root / "videos" / f"{item_id}.mp4")
+            entries.append({"id": item_id, "task": "v2m", "group": "v2m", "language": None,
+                            "caption": "music for this video.", "audio": f"audio/{item_id}.wav",
+                            "video": f"videos/{item_id}.mp4", "bpm": bpm, "key": key, "duration": seconds})
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    encode_corpus(root, load_codec(root / "codec"), progress=False)
+    return root

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import unimoe_audio
 
-LAYERS = [{"errors"}, {"io"}, {"codec", "moe"}, {"data"}, {"model"}, {"train", "eval"}, {"workflows", "serve"},
+LAYERS = [{"errors"}, {"io"}, {"codec", "moe", "video"}, {"data"}, {"model"}, {"train", "eval"}, {"workflows", "serve"},
           {"cli"}]
 ROOT = Path(unimoe_audio.__file__).parent
 

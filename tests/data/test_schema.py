@@ -21,6 +21,8 @@ GOOD = {"id": "a", "task": "tts", "group": "speech-en", "language": "en", "text"
     ({"task": "t2m", "group": "music", "caption": "a jig"}, "music has none"),
     ({"text": "  "}, "needs a non-empty text"),
     ({"task": "clone"}, "needs a non-empty prompt_audio, prompt_text"),
+    ({"task": "v2m", "group": "v2m", "language": None, "caption": "music for it"}, "needs a non-empty video"),
+    ({"task": "v2m", "group": "music", "language": None, "caption": "a", "video": "v.mp4"}, "belongs to group 'v2m'"),
 ])
 def test_a_bad_entry_is_refused_naming_file_and_line(tmp_path, change, message):
     manifest = tmp_path / "train.jsonl"

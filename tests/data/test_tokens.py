@@ -55,3 +55,17 @@ def test_shards_are_encoded_again_for_another_codec_a_changed_manifest_or_a_corr
     assert TokenDataset(tmp_path / "tokens", "train")[1].meta["caption"] == "a new caption"
     (tmp_path / "tokens" / "train" / "info.json").write_text('{"codec_type": "spec')
     assert encoded_again(other) and "info.json is corrupt" in capsys.readouterr().err
+
+
+def test_videos_are_cached_with_the_tokens_and_a_corpus_without_them_keeps_its_shards(corpus, video_corpus):
+    from unimoe_audio.data.tokens import VIDEO_FPS, VIDEO_SIZE
+
+    info = json.loads((video_corpus / "tokens" / "train" / "info.json").read_text())
+    assert (info["video_fps"], info["video_size"], info["frame_rate"]) == (VIDEO_FPS, VIDEO_SIZE, 50.0)
+    data = TokenDataset(video_corpus / "tokens", "train")
+    v2m = [data[i] for i, g in enumerate(data.groups) if g == "v2m"]
+    assert len(v2m) == 3 and all(ex.video.shape == (20, VIDEO_SIZE, VIDEO_SIZE, 3) for ex in v2m)  # 2.5 s at 8 frames/s
+    assert all(ex.video_step == 50.0 / VIDEO_FPS and ex.codes.shape[1] >= 120 for ex in v2m)
+    assert all(data[i].video is None for i, g in enumerate(data.groups) if g != "v2m")
+    plain = json.loads((corpus / "tokens" / "train" / "info.json").read_text())
+    assert not {"video_fps", "video_size", "frame_rate"} & set(plain) and not (corpus / "tokens" / "train" / "video.npy").exists()

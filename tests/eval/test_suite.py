@@ -1,11 +1,15 @@
 """`eval` and `analyze-routing` on a model trained by the tiny test recipe."""
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from unimoe_audio.cli.main import main
+from unimoe_audio.eval.routing import analyze_routing
+from unimoe_audio.eval.suite import evaluate
 from unimoe_audio.train.config import recipe_from_dict
 from unimoe_audio.train.curriculum import run_recipe
 
@@ -94,3 +98,54 @@ def test_a_corrupt_judge_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
     cache.save()
     assert GroundTruthCache(tmp_path).values == {"whisper:en:a.wav": "the cat"}
     assert "judge-cache.json is corrupt" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def video_models(video_corpus, tmp_path_factory):
+    """The tiny test curriculum on the corpus with v2m items (no baselines)."""
+    out = tmp_path_factory.mktemp("video-run")
+    recipe = {"name": "video-test", "out": str(out), "corpus": {"path": str(video_corpus)},
+              "model": {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+                        "intermediate_size": 32, "max_positions": 512},
+              "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 40,
+              "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}}}
+    run_recipe(recipe_from_dict(recipe), "joint", progress=False)
+    return out
+
+
+def test_a_corpus_with_videos_trains_four_specialists_and_routes_four_tasks(video_models, video_corpus):
+    from unimoe_audio.model import load_model
+
+    assert sorted(p.name for p in (video_models / "specialists").iterdir()) == ["music", "speech-en", "speech-zh", "v2m"]
+    speech = load_model(video_models / "specialists" / "speech-en" / "model")[0]
+    v2m = load_model(video_models / "specialists" / "v2m" / "model")[0]
+    warmup = load_model(video_models / "warmup" / "model")[0]
+    assert warmup.moe_layers()[0].config.num_routed == 8  # 4 specialists × 2 slices
+    for name, p in warmup.vision.state_dict().items():  # the encoder only the v2m specialist trained (frozen in warm-up)
+        assert torch.equal(p, v2m.vision.state_dict()[name]) and not torch.equal(p, speech.vision.state_dict()[name]), name
+    layer = analyze_routing(video_models / "joint" / "model", progress=False)["layers"]["0"]
+    assert {"speech-en", "speech-zh", "music", "v2m"} <= set(layer) and len(layer["v2m"]["expert_load"]) == 8
+
+
+def test_v2m_is_scored_on_what_the_video_determines_beside_a_mismatched_video(video_models, capsys):
+    report = evaluate(video_models / "joint" / "model", per_task=2, groups=("v2m",), max_music_seconds=2.5, progress=False)
+    v2m = report["music"]["v2m"]
+    assert v2m["items"] == 2 and set(v2m) == {"items", "matched", "mismatched", "ground_truth"}
+    truth = v2m["ground_truth"]  # click tracks on the videos' beats, in the stated keys
+    assert truth["beat_alignment"] > 0.6 and truth["tempo_accuracy"] == 1.0 and truth["mode_accuracy"] == 1.0
+    for scores in (v2m["matched"], v2m["mismatched"]):
+        assert 0 <= scores["beat_alignment"] <= 1 and scores["tempo_accuracy"] is not None
+    assert (Path(report["output"]) / "audio" / "v2m-test-0#mismatched.wav").is_file()
+    assert "| beat alignment |" in (Path(report["output"]) / "results.md").read_text()
+
+
+def test_generate_cli_makes_music_for_a_video_the_user_brings(video_models, video_corpus, tmp_path, capsys):
+    model, out = str(video_models / "joint" / "model"), tmp_path / "music.wav"
+    video = str(video_corpus / "videos" / "v2m-test-0.mp4")
+    assert main(["generate", "--model", model, "--task", "v2m", "--video", video, "--seed", "0", "-o", str(out)]) == 0
+    assert "2.50 s of audio" in capsys.readouterr().out  # as long as the video
+    assert main(["generate", "--model", model, "--task", "v2m", "-o", str(out)]) == 2
+    assert "--task v2m needs --video" in capsys.readouterr().err
+    (tmp_path / "bad.mp4").write_text("not a video")
+    assert main(["generate", "--model", model, "--task", "v2m", "--video", str(tmp_path / "bad.mp4"), "-o", str(out)]) == 2
+    assert "cannot read the video" in capsys.readouterr().err

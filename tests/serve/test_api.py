@@ -138,3 +138,61 @@ def test_bad_voice_prompts_get_the_clis_errors(server, upload, status, message):
                            files={"prompt_audio": ("me.wav", upload, "audio/wav")})
     assert r.status_code == status
     assert r.json()["error"]["param"] == "prompt_audio" and message in r.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def video_server(tmp_path_factory):
+    """A tiny random-weight model with a vision encoder, served."""
+    import torch
+
+    from unimoe_audio.model import TextFrontend, UniMoEAudio, UniMoEAudioModel, VisionConfig
+    from unimoe_audio.serve import ServeSettings
+
+    from ..model.conftest import ENTRIES, tiny_codec, tiny_config
+    from .conftest import LIMITS, LiveServer
+
+    torch.manual_seed(0)
+    frontend = TextFrontend.fit(ENTRIES + [{"task": "v2m", "caption": "music for this video."}])
+    api = UniMoEAudio(UniMoEAudioModel(tiny_config(frontend, vision=VisionConfig(fps=4.0, size=16))), frontend,
+                      tiny_codec())
+    live = LiveServer(api, ServeSettings(max_batch=8, batch_wait_ms=20, limits=LIMITS))
+    clip = tmp_path_factory.mktemp("video") / "clip.mp4"
+    from unimoe_audio.video import write_video
+
+    write_video(clip, np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8), fps=10)  # 1 s
+    yield live, api, clip
+    live.stop()
+
+
+def test_music_for_an_uploaded_video_lasts_as_long_as_the_video_and_equals_the_python_api(video_server):
+    from unimoe_audio.model import GenerationConfig
+
+    live, api, clip = video_server
+    video = {"video": ("clip.mp4", clip.read_bytes(), "video/mp4")}
+    r = live.client.post("/v1/audio/music", data={"caption": "music for this video.", "temperature": "0"}, files=video)
+    assert r.status_code == 200, r.text
+    expected, _ = api.music("music for this video.", video=clip, config=GenerationConfig(temperature=0.0))
+    assert r.content == formats.encode(expected, 16_000, "wav") and len(expected) == (50 - 1) * 320  # 1 s
+    r = live.client.post("/v1/audio/music", data={"duration": "0.5"}, files=video)  # no caption; a duration
+    assert r.status_code == 200 and len(sf.read(io.BytesIO(r.content))[0]) == (25 - 1) * 320
+
+
+@pytest.mark.parametrize("fields, upload, status, param, message", [
+    ({"caption": "a jig"}, None, 422, "video", "a video file is required"),
+    ({}, b"not a video", 400, "video", "cannot read the video"),
+    ({"speed": "2"}, "clip", 400, "speed", "cannot honour"),
+    ({}, b"x" * 300_000, 413, "video", "at most 200000"),
+])
+def test_bad_video_uploads_are_named(video_server, fields, upload, status, param, message):
+    live, _, clip = video_server
+    data = clip.read_bytes() if upload == "clip" else upload
+    files = {"video": ("clip.mp4", data, "video/mp4")} if data is not None else {"x": ("x.txt", b"x", "text/plain")}
+    r = live.client.post("/v1/audio/music", data=fields, files=files)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["param"] == param and message in r.json()["error"]["message"]
+
+
+def test_a_model_without_vision_refuses_a_video(server, video_server):
+    clip = video_server[2]
+    r = server.client.post("/v1/audio/music", data={"caption": "a jig"}, files={"video": ("c.mp4", clip.read_bytes())})
+    assert r.status_code == 400 and "no vision encoder" in r.json()["error"]["message"]

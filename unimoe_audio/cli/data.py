@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     i = sub.add_parser("import", help="a folder of audio files with same-named .txt transcripts or captions -> manifests")
     i.add_argument("--folder", type=Path, required=True, help="audio files (sub-folders = speakers) with .txt beside them")
     i.add_argument("--out", type=Path, required=True, help="corpus folder for the manifests and report")
-    i.add_argument("--task", choices=("tts", "t2m"), required=True, help="tts: .txt are transcripts; t2m: captions")
+    i.add_argument("--task", choices=("tts", "t2m", "v2m"), required=True,
+                   help="tts: .txt are transcripts; t2m: captions; v2m: video files, each with its audio and .txt caption")
     i.add_argument("--language", choices=("en", "zh"), help="language of the speech (tts)")
     i.add_argument("--held-out", type=float, default=0.1, help="share of items in validation and in test (each)")
     i.add_argument("--seed", type=int, default=0)

@@ -1,5 +1,5 @@
-"""`unimoe-audio generate`: speech (tts, clone) or music from a trained model directory or a released
-checkpoint folder (which defaults to the released prompts and decoding)."""
+"""`unimoe-audio generate`: speech (tts, clone), music or music for a video (v2m) from a trained model
+directory or a released checkpoint folder (which defaults to the released prompts and decoding)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate speech or music with a trained model")
     p.add_argument("--model", type=Path, required=True,
                    help="model directory (save_pretrained output, a released checkpoint folder or a converted one)")
-    p.add_argument("--task", choices=("tts", "clone", "music"), required=True)
+    p.add_argument("--task", choices=("tts", "clone", "music", "v2m"), required=True)
     p.add_argument("--text", default="", help="what to say (tts, clone)")
     p.add_argument("--language", choices=("en", "zh"), default="en")
     p.add_argument("--speaker", help="built-in speaker (tts); see --list-speakers")
     p.add_argument("--prompt-audio", type=Path, help="voice to clone (clone)")
     p.add_argument("--prompt-text", default="", help="transcript of --prompt-audio (clone)")
-    p.add_argument("--caption", default="", help="music description (music)")
+    p.add_argument("--caption", default="", help="music description (music; optional for v2m)")
+    p.add_argument("--video", type=Path, help="the video to make music for (v2m; any format FFmpeg reads)")
     p.add_argument("--duration", type=float,
-                   help="music length in seconds (default 10; released checkpoints: until EOS, 2 to 19.6 s)")
+                   help="music length in seconds (default 10, v2m: the video's; released checkpoints: until EOS, 2 to 19.6 s)")
     p.add_argument("--guidance", type=float,
                    help="classifier-free guidance scale (default: 1 speech; music 3, released checkpoints 10)")
     p.add_argument("--temperature", type=float, help="default 1.0")
@@ -47,17 +48,19 @@ def run(args) -> int:
         return 0
     if args.output is None:
         raise UniMoEError("give -o/--output FILE.wav")
-    if args.task != "music" and not args.text.strip():
+    if args.task in ("tts", "clone") and not args.text.strip():
         raise UniMoEError("--text is required for speech")
-    task = {"music": "t2m", "tts": "tts", "clone": "clone"}[args.task]
+    if (args.task == "v2m") != (args.video is not None):
+        raise UniMoEError("--task v2m needs --video clip.mp4" if args.task == "v2m" else "--video is for --task v2m")
+    task = {"music": "t2m", "tts": "tts", "clone": "clone", "v2m": "v2m"}[args.task]
     config: GenerationConfig = api.default_config(task, args.text, args.language, args.duration)
     given = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, decoding=args.decoding,
                  eos_logit_factor=args.eos_factor)
     config = replace(config, **{k: v for k, v in given.items() if v is not None}, guidance_scale=args.guidance,
                      seed=args.seed, moe_top_p=args.moe_top_p)
     start = time.perf_counter()
-    if args.task == "music":
-        wave, rate = api.music(args.caption, args.duration, config=config, progress=True)
+    if args.task in ("music", "v2m"):
+        wave, rate = api.music(args.caption, args.duration, config=config, progress=True, video=args.video)
     elif args.task == "tts":
         if not args.speaker:
             raise UniMoEError("--speaker is required for tts (see --list-speakers)")

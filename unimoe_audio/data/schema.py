@@ -2,11 +2,16 @@
 
 A corpus folder holds train.jsonl, validation.jsonl and test.jsonl, one entry per line:
 
-    every entry   id, task (tts | clone | t2m), group (speech-en | speech-zh | music), audio
-                  (path relative to the corpus folder); optional duration, source, licence
+    every entry   id, task (tts | clone | t2m | v2m), group (speech-en | speech-zh | music | v2m),
+                  audio (path relative to the corpus folder); optional duration, source, licence
     tts, clone    language (en | zh; the group is speech-<language>), text, speaker
     clone         prompt_audio, prompt_text (another utterance of the same speaker)
     t2m           language null, caption; optional bpm, key, metre, parts, instruments, piece
+    v2m           as t2m, plus video (path relative to the corpus folder): music for that video;
+                  the built corpus's v2m captions leave tempo and key to the video
+
+Task groups are listed in the order their task ids were given (`TASK_GROUPS.index`): a new group
+is appended, so a model trained before it existed keeps its ids.
 
 `read_manifest` checks every line and names the file and line of the first bad one, so a
 hand-written manifest is refused before any encoding or training starts.
@@ -20,15 +25,17 @@ from pathlib import Path
 from unimoe_audio.errors import UniMoEError
 
 SPLITS = ("train", "validation", "test")
-TASK_GROUPS = ("speech-en", "speech-zh", "music")
-TASKS = ("tts", "clone", "t2m")
+TASK_GROUPS = ("speech-en", "speech-zh", "music", "v2m")
+TASKS = ("tts", "clone", "t2m", "v2m")
+MUSIC_TASKS = ("t2m", "v2m")  # no language; a caption
 LANGUAGES = ("en", "zh")
-REQUIRED = {"tts": ("text", "speaker"), "clone": ("text", "prompt_audio", "prompt_text"), "t2m": ("caption",)}
+REQUIRED = {"tts": ("text", "speaker"), "clone": ("text", "prompt_audio", "prompt_text"), "t2m": ("caption",),
+            "v2m": ("caption", "video")}
 
 
 def group_of(task: str, language: str | None) -> str:
-    """The task group of an entry: its language's speech group, or music."""
-    return "music" if task == "t2m" else f"speech-{language}"
+    """The task group of an entry: its language's speech group, music, or v2m."""
+    return {"t2m": "music", "v2m": "v2m"}.get(task, f"speech-{language}")
 
 
 def check_entry(entry, where: str) -> dict:
@@ -43,9 +50,9 @@ def check_entry(entry, where: str) -> dict:
         raise UniMoEError(f"{where}: unknown task {task!r}; one of {', '.join(TASKS)}")
     if group not in TASK_GROUPS:
         raise UniMoEError(f"{where}: unknown group {group!r}; one of {', '.join(TASK_GROUPS)}")
-    if task != "t2m" and language not in LANGUAGES:
+    if task not in MUSIC_TASKS and language not in LANGUAGES:
         raise UniMoEError(f"{where}: {task} entry {entry['id']!r} needs language en or zh, got {language!r}")
-    if task == "t2m" and language is not None:
+    if task in MUSIC_TASKS and language is not None:
         raise UniMoEError(f"{where}: music entry {entry['id']!r} has language {language!r}; music has none (null)")
     if group != group_of(task, language):
         raise UniMoEError(f"{where}: entry {entry['id']!r} ({task}, language {language}) belongs to group "

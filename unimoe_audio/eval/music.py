@@ -4,6 +4,11 @@ No CLAP/PaSST-style model ships offline, so the Fréchet distance uses a small h
 embedding: for every 1-second window, the mean of 12 log-mel bands and of the 12 chroma bins
 (24 dimensions). Windows, not whole clips, are the samples: a few clips give enough windows for
 a 24×24 covariance. `benchmarks/frechet_check.py` shows it separates soundfonts.
+
+Video-to-music: `video_beats` finds the moments a video pulses (where its frames brighten
+sharply: the corpus videos' beat disc, data/videos.py), `beat_alignment` scores how well a clip's
+beats fall on them (AIST++'s beat alignment score: mean over video beats of exp(-d²/2σ²), d the
+distance to the nearest audio beat, σ = 0.1 s; 1 = every video beat has an audio beat on it).
 """
 
 from __future__ import annotations
@@ -104,3 +109,40 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def set_embedding(waves: list[np.ndarray], sample_rate: int = RATE) -> np.ndarray:
     parts = [embed_windows(w, sample_rate) for w in waves]
     return np.concatenate(parts) if parts else np.zeros((0, EMBED_DIM))
+
+
+BEAT_SIGMA_S = 0.1
+
+
+def video_beats(frames: np.ndarray, fps: float) -> np.ndarray:
+    """Times (s) where a video pulses: peaks of its mean brightening from one frame to the next.
+    A frame shows what happened up to half a frame before it on average, hence the shift."""
+    gray = np.asarray(frames, np.float32).mean(axis=-1)  # [T, H, W]
+    if len(gray) < 3:
+        return np.zeros(0)
+    rise = np.concatenate([[0.0], np.maximum(gray[1:] - gray[:-1], 0).mean(axis=(1, 2))])
+    if not rise.any():
+        return np.zeros(0)
+    # a peak: the largest rise within ±2 frames, clearly above the mean (the scrolling notes' steady motion)
+    padded = np.pad(rise, 2)
+    neighbourhood = np.lib.stride_tricks.sliding_window_view(padded, 5).max(axis=1)
+    peaks = np.flatnonzero((rise == neighbourhood) & (rise > rise.mean() + 0.5 * rise.std()))
+    return np.maximum(peaks / fps - 0.5 / fps, 0.0)
+
+
+def audio_beats(wave: np.ndarray, sample_rate: int = RATE) -> np.ndarray:
+    """Beat times (s) of a clip (librosa's beat tracker; none for < 1 s)."""
+    if len(wave) < sample_rate:
+        return np.zeros(0)
+    return librosa.beat.beat_track(y=np.asarray(wave, np.float32), sr=sample_rate, hop_length=256, units="time")[1]
+
+
+def beat_alignment(video: np.ndarray, audio: np.ndarray, sigma: float = BEAT_SIGMA_S) -> float | None:
+    """Mean over video beats of exp(-d²/2σ²), d = distance to the nearest audio beat (0 if the audio
+    has none); None when the video has no beats."""
+    if len(video) == 0:
+        return None
+    if len(audio) == 0:
+        return 0.0
+    d = np.abs(np.asarray(video)[:, None] - np.asarray(audio)[None, :]).min(axis=1)
+    return float(np.exp(-d ** 2 / (2 * sigma ** 2)).mean())

@@ -1,7 +1,7 @@
 """`unimoe-audio analyze-routing`: how a trained DCMoE routes each task's tokens (paper Fig. 4).
 
 Runs the model over a split's encoded examples (teacher forcing, no condition dropout) and
-collects, per layer and task group, the share of tokens using 0, 1, 2, … routed experts, each
+collects, per layer and task group (speech-en, speech-zh, music and, when the corpus has it, v2m), the share of tokens using 0, 1, 2, … routed experts, each
 expert's activation rate and the null-expert rate.
 """
 
@@ -32,7 +32,7 @@ def analyze_routing(model_dir: str | Path, split: str = "validation", corpus: st
     corpus = Path(corpus) if corpus else corpus_of(model_dir)
     dataset = TokenDataset(corpus / "tokens", split)
     c = model.config
-    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(c.delays, c.codebook_size)))
+    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(c.delays, c.codebook_size), c.vision))
     stats = RoutingStats(dict(enumerate(TASK_GROUPS)))
     for start in tqdm(range(0, len(dataset), batch_size), desc="routing", unit="batch", disable=not progress):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])

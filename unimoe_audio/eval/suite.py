@@ -6,21 +6,29 @@ between the prompt and the generated speech, beside the ceiling (prompt vs the r
 speaker, another utterance) and the floor (prompt vs a different test speaker). Music: Fréchet
 distance (eval/music.py) between generated and reference clips, beside the distance between two
 halves of the reference set; caption adherence for tempo, key, mode and texture (solo vs parts)
-on generated and reference audio. Speed: real-time factor of generation per task.
+on generated and reference audio. Video-to-music: what the video determines, tempo, beat
+alignment between the video's pulses and the clip's beats, key and mode (when the entry states
+them), for the music made for each item's own video, for the same caption and seed with another
+item's video (the mismatched control: if the model follows the video it scores worse), and for
+the ground truth. Speed: real-time factor of generation per task.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from unimoe_audio.codec import load_audio, save_audio
 from unimoe_audio.data import read_manifest
+from unimoe_audio.data.tokens import MAX_VIDEO_SECONDS
+from unimoe_audio.data.videos import RENDER_FPS
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval import music as mm
 from unimoe_audio.eval.ceiling import RATE, GroundTruthCache
@@ -28,6 +36,7 @@ from unimoe_audio.eval.judges import SpeakerJudge, SphinxJudge, WhisperJudge
 from unimoe_audio.eval.text import char_error_rate, word_error_rate
 from unimoe_audio.io import atomic_path, write_json
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
+from unimoe_audio.video import read_video
 
 
 def corpus_of(model_dir: Path) -> Path:
@@ -55,16 +64,42 @@ def select(entries: list[dict], per_task: int | None) -> list[dict]:
     return chosen
 
 
+MISMATCHED = "#mismatched"  # suffix of the id under which a v2m item's mismatched-video output is kept
+
+
+def mismatched(entries: list[dict]) -> dict[str, dict]:
+    """For each v2m entry, another v2m entry whose video serves as the control: the next one (in
+    turn) whose tempo differs, else the next one."""
+    items = [e for e in entries if e["task"] == "v2m"]
+    out = {}
+    for i, e in enumerate(items):
+        others = items[i + 1:] + items[:i]
+        out[e["id"]] = next((o for o in others if o.get("bpm") != e.get("bpm")), others[0] if others else None)
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Path, seed: int,
                    max_music_seconds: float, progress: bool) -> dict[str, dict]:
-    """Generate every entry (one at a time, seeded); returns id -> {path, seconds, elapsed}."""
+    """Generate every entry (one at a time, seeded), and each v2m entry again with its mismatched
+    video (id + MISMATCHED, same caption and seed); returns id -> {path, seconds, elapsed}."""
+    controls = mismatched(entries)
+    jobs = [(i, e, e) for i, e in enumerate(entries)] + [(i, e, controls[e["id"]]) for i, e in enumerate(entries)
+                                                         if e["id"] in controls]
     results = {}
-    for i, e in enumerate(tqdm(entries, desc="generating test items", unit="item", disable=not progress)):
-        if e["task"] == "t2m":
+    for i, e, shown in tqdm(jobs, desc="generating test items", unit="item", disable=not progress):
+        if e["task"] in ("t2m", "v2m"):
             seconds = min(e.get("duration") or max_music_seconds, max_music_seconds)  # duration is optional
             frames = api.music_frames(seconds)
             config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
-            request = api.request("t2m", caption=e["caption"])
+            video = None
+            if e["task"] == "v2m":  # the video's first `seconds` (looped if it is shorter)
+                vision = api.model.config.vision
+                if vision is None:
+                    raise UniMoEError(f"{e['id']} is a v2m item but this model has no vision encoder; "
+                                      "evaluate it on the other task groups (groups=...)")
+                video = torch.from_numpy(read_video(corpus / shown["video"], vision.fps, vision.size, MAX_VIDEO_SECONDS)[0])
+                video = video[torch.arange(math.ceil(seconds * vision.fps)) % len(video)]
+            request = api.request(e["task"], caption=e["caption"], video=video)
         else:
             config = GenerationConfig(max_frames=api.speech_budget(e["text"], e["language"]), seed=seed + i)
             prompt = corpus / e["prompt_audio"] if e["task"] == "clone" else None
@@ -74,11 +109,12 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
         start = time.perf_counter()
         wave = api.generate([request], config)[0]
         elapsed = time.perf_counter() - start
-        path = out / "audio" / f"{e['id']}.wav"
+        name = e["id"] if shown is e else e["id"] + MISMATCHED
+        path = out / "audio" / f"{name}.wav"
         # A model that stops at once produced nothing: judge that as 0.1 s of silence.
         shortest = api.sample_rate // 10
         save_audio(path, np.pad(wave, (0, max(0, shortest - len(wave)))), api.sample_rate)
-        results[e["id"]] = {"path": path, "seconds": len(wave) / api.sample_rate, "elapsed": elapsed,
+        results[name] = {"path": path, "seconds": len(wave) / api.sample_rate, "elapsed": elapsed,
                             "empty": len(wave) < shortest}
     return results
 
@@ -169,6 +205,42 @@ def score_music(entries, generated, corpus: Path) -> dict:
     return result
 
 
+def score_v2m(entries, generated, corpus: Path) -> dict:
+    """What each v2m item's video determines, scored on the music made for it, on the music made for
+    the same caption with a mismatched video, and on the ground truth (all against the item's own
+    video and manifest)."""
+    items = [e for e in entries if e["task"] == "v2m"]
+    if not items:
+        return {}
+    beats = {}
+    for e in items:
+        frames, fps = read_video(corpus / e["video"], fps=RENDER_FPS, size=32, max_seconds=MAX_VIDEO_SECONDS)
+        beats[e["id"]] = mm.video_beats(frames, fps)
+
+    def scores(waves: list[np.ndarray]) -> dict:
+        def share(matches):
+            return float(np.mean(matches)) if matches else None
+
+        keyed = [(mm.estimate_key(w), e["key"]) for w, e in zip(waves, items) if e.get("key")]
+        aligned = [mm.beat_alignment(beats[e["id"]][beats[e["id"]] < len(w) / RATE], mm.audio_beats(w))
+                   for w, e in zip(waves, items)]
+        aligned = [a for a in aligned if a is not None]
+        return {"tempo_accuracy": share([mm.tempo_matches(mm.estimate_tempo(w), e["bpm"]) for w, e in zip(waves, items)
+                                         if e.get("bpm")]),
+                "key_accuracy": share([k == mm.normalize_key(key) for k, key in keyed]),
+                "mode_accuracy": share([k.split()[-1] == key.split()[-1] for k, key in keyed]),
+                "beat_alignment": float(np.mean(aligned)) if aligned else None}
+
+    def waves(paths):
+        return [load_audio(p, RATE)[0] for p in paths]
+
+    result = {"items": len(items), "matched": scores(waves([generated[e["id"]]["path"] for e in items])),
+              "ground_truth": scores(waves([corpus / e["audio"] for e in items]))}
+    if all(e["id"] + MISMATCHED in generated for e in items):
+        result["mismatched"] = scores(waves([generated[e["id"] + MISMATCHED]["path"] for e in items]))
+    return result
+
+
 def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | None = None, out: str | Path | None = None,
              per_task: int | None = None, seed: int = 0, max_music_seconds: float = 10.0, progress: bool = True,
              groups: tuple[str, ...] | None = None) -> dict:
@@ -182,6 +254,10 @@ def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | No
     api = UniMoEAudio.from_pretrained(model_dir)
     entries = select([e for e in read_manifest(manifest) if groups is None or e["group"] in groups], per_task)
     generated = generate_split(api, corpus, entries, out, seed, max_music_seconds, progress)
+    music = score_music(entries, generated, corpus)
+    v2m = score_v2m(entries, generated, corpus)
+    if v2m:
+        music["v2m"] = v2m
     speed = {}
     for task in sorted({e["task"] for e in entries}):
         ids = [e["id"] for e in entries if e["task"] == task]
@@ -190,7 +266,7 @@ def evaluate(model_dir: str | Path, split: str = "test", corpus: str | Path | No
     report = {"model": str(model_dir), "corpus": str(corpus), "split": split, "seed": seed, "per_task": per_task,
               "groups": list(groups) if groups else None,
               **score_speech(entries, generated, corpus, progress),
-              "music": score_music(entries, generated, corpus), "real_time_factor": speed,
+              "music": music, "real_time_factor": speed,
               "empty_outputs": sum(g["empty"] for g in generated.values())}
     write_json(out / "results.json", report)
     with atomic_path(out / "results.md") as tmp:
@@ -218,7 +294,7 @@ def markdown(r: dict) -> str:
         lines.append(f"| speaker similarity to the prompt ({c['items']} clones; floor {_fmt(c['similarity_floor'])}) | "
                      f"{_fmt(c['similarity'])} | {_fmt(c['similarity_ceiling'])} |")
     m = r.get("music") or {}
-    if m:
+    if m.get("items"):  # text-to-music items (a v2m-only evaluation has none)
         for key in ("tempo_accuracy", "key_accuracy", "mode_accuracy", "texture_accuracy"):
             lines.append(f"| music {key.replace('_', ' ')} ({m['items']} clips) | {_fmt(m['generated'][key])} | "
                          f"{_fmt(m['ground_truth'][key])} |")
@@ -227,6 +303,14 @@ def markdown(r: dict) -> str:
             lines.append(f"| music clips left out of the adherence scores ({missing} in the manifest) | | |")
         lines.append(f"| music Fréchet distance to the references (24-d) | {_fmt(m.get('frechet'))} | "
                      f"{_fmt(m.get('frechet_reference_halves'))} (two halves of the references) |")
+    v = m.get("v2m")
+    if v:
+        lines += ["", f"Video-to-music ({v['items']} clips), scored against each item's own video and manifest:", "",
+                  "| metric | own video | mismatched video (control) | ground truth |", "|---|---|---|---|"]
+        for key in ("beat_alignment", "tempo_accuracy", "key_accuracy", "mode_accuracy"):
+            lines.append(f"| {key.replace('_', ' ')} | {_fmt(v['matched'][key])} | "
+                         f"{_fmt(v.get('mismatched', {}).get(key))} | {_fmt(v['ground_truth'][key])} |")
+        lines += ["", "| metric | generated | ground truth |", "|---|---|---|"]
     lines.append(f"| outputs shorter than 0.1 s (judged as silence) | {r['empty_outputs']} | |")
     for task, rtf in r["real_time_factor"].items():
         lines.append(f"| real-time factor, {task} | {_fmt(rtf)} | |")

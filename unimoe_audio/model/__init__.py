@@ -6,7 +6,8 @@ from unimoe_audio.model.generate import Decoding, GenerationConfig, Generator
 from unimoe_audio.model.pipeline import AudioChunks, UniMoEAudio, load_model, save_model
 from unimoe_audio.model.sequence import FrontendPrompts, Request, SequenceCollator, encode_prompt
 from unimoe_audio.model.transformer import IGNORE, KVCache, ModelOutput, UniMoEAudioModel
+from unimoe_audio.model.vision import VisionConfig, VisionEncoder
 
 __all__ = ["AudioChunks", "Decoding", "FrontendPrompts", "GenerationConfig", "Generator", "IGNORE", "KVCache", "ModelOutput", "PRESETS", "Request",
            "SequenceCollator", "TextFrontend", "UniMoEAudio", "UniMoEAudioConfig", "UniMoEAudioModel",
-           "encode_prompt", "load_model", "save_model"]
+           "VisionConfig", "VisionEncoder", "encode_prompt", "load_model", "save_model"]

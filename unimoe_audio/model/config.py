@@ -3,6 +3,8 @@
 Presets: `tiny` (CPU tests and the quick start), `small` (the small recipe on 2 CPU cores) and
 `paper` (the released model's backbone, REFERENCE.md §2: hidden 2048, 36 layers, 16/2 heads,
 8 routed + 1 null + 2 shared experts, 12 codebooks × 1024 codes, delays [0, 8, …, 18]).
+`vision` (a VisionConfig) gives the model a vision encoder for video-to-music; None (the default,
+and what a config.json written before it existed means) is a model without one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.model.vision import VisionConfig
 from unimoe_audio.moe import DCMoEConfig
 
 FFN_KINDS = ("dense", "moe")
@@ -34,10 +37,13 @@ class UniMoEAudioConfig:
     max_positions: int = 4096
     init_std: float = 0.02
     cond_dropout: float = 0.1  # probability of training on the unconditional form (for CFG)
+    vision: VisionConfig | None = None  # the vision encoder (video-to-music), or none
 
     def __post_init__(self) -> None:
         if isinstance(self.moe, dict):
             self.moe = DCMoEConfig(**self.moe)
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
         self.delays = tuple(int(d) for d in self.delays)
 
         def bad(msg: str) -> UniMoEError:
@@ -79,6 +85,8 @@ class UniMoEAudioConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["delays"] = list(self.delays)
+        if self.vision is None:  # a model without vision saves the config it saved before vision existed
+            del out["vision"]
         return out
 
     @classmethod

@@ -4,7 +4,9 @@ English text -> espeak-ng IPA (`espeak-ng -q --ipa -v en-us`), Mandarin -> tone-
 (pypinyin, "ni3 hao3"), captions -> lower-cased characters. Every sequence is made of symbols
 from one vocabulary: the special tokens below, one token per built-in speaker, then the symbols
 seen when the front-end was fitted on a corpus (plus printable ASCII), so the file saved with
-the model (`frontend.json`) fixes the mapping for good.
+the model (`frontend.json`) fixes the mapping for good. A front-end fitted on a corpus with
+video-to-music items appends VIDEO_SPECIALS after everything else, so front-ends (and models)
+made before video existed keep every id.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from unimoe_audio.io import write_json
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<audio>", "<tts>", "<clone>", "<t2m>", "<en>", "<zh>",
             "<text>", "</text>", "<caption>", "</caption>", "<prompt>", "</prompt>")
+VIDEO_SPECIALS = ("<v2m>", "<video>", "</video>", "<frame>")  # <frame>: a position holding a vision token
 BASE_SYMBOLS = string.ascii_lowercase + string.digits + " .,;:!?'-"
 MANDARIN_DIGITS = str.maketrans("0123456789", "零一二三四五六七八九")
 UNKNOWN_LIMIT = 0.1  # a text or caption with more than this share of symbols the front-end never saw is refused
@@ -70,11 +73,13 @@ def phonemize(text: str, language: str) -> str:
 class TextFrontend:
     """Symbol vocabulary and the conversion of text, captions and speakers to token ids."""
 
-    def __init__(self, symbols: list[str], speakers: list[str], speaker_languages: dict[str, list[str]] | None = None):
+    def __init__(self, symbols: list[str], speakers: list[str], speaker_languages: dict[str, list[str]] | None = None,
+                 video: bool = False):
         self.speakers = list(speakers)
         self.speaker_languages = dict(speaker_languages or {})  # speaker -> the languages it spoke (empty if unknown)
         self.symbols = list(symbols)
-        self.vocab = [*SPECIALS, *(f"<spk:{s}>" for s in self.speakers), *self.symbols]
+        self.video = video
+        self.vocab = [*SPECIALS, *(f"<spk:{s}>" for s in self.speakers), *self.symbols, *(VIDEO_SPECIALS if video else ())]
         self.ids = {tok: i for i, tok in enumerate(self.vocab)}
         if len(self.ids) != len(self.vocab):
             raise UniMoEError("the front-end vocabulary has duplicate entries")
@@ -99,7 +104,8 @@ class TextFrontend:
                 seen.update(e["caption"].lower())
             if e.get("speaker"):
                 speakers.setdefault(e["speaker"], set()).update([e["language"]] if e.get("language") else [])
-        return cls(sorted(seen), sorted(speakers), {s: sorted(langs) for s, langs in speakers.items() if langs})
+        return cls(sorted(seen), sorted(speakers), {s: sorted(langs) for s, langs in speakers.items() if langs},
+                   video=any(e["task"] == "v2m" for e in entries))
 
     def _symbols(self, text: str, what: str) -> list[int]:
         """Ids of `text`'s symbols; refused when more than UNKNOWN_LIMIT of them are unknown."""
@@ -137,12 +143,14 @@ class TextFrontend:
         return self.ids[token]
 
     def save(self, path: Path) -> None:
-        write_json(path, {"symbols": self.symbols, "speakers": self.speakers, "speaker_languages": self.speaker_languages})
+        write_json(path, {"symbols": self.symbols, "speakers": self.speakers, "speaker_languages": self.speaker_languages,
+                          **({"video": True} if self.video else {})})
 
     @classmethod
     def load(cls, path: Path) -> "TextFrontend":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(data["symbols"], data["speakers"], data.get("speaker_languages"))  # older files: no languages
+            return cls(data["symbols"], data["speakers"], data.get("speaker_languages"),  # older files: no languages
+                       data.get("video", False))  # nor video
         except (OSError, ValueError, KeyError) as err:
             raise UniMoEError(f"cannot read the text front-end {path}: {err}") from None

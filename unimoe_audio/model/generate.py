@@ -26,13 +26,15 @@ import torch
 
 from unimoe_audio.codec.delay import DelayPattern
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model.sequence import Request, Segment
+from unimoe_audio.model.sequence import Request, Segment, video_batch
 from unimoe_audio.model.transformer import KVCache, UniMoEAudioModel
 
 DECODINGS = ("project", "released")
 # per decoding rule and task: guidance scale and EOS logit factor (REFERENCE.md §5 for "released")
-DEFAULT_GUIDANCE = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 3.0}, "released": {"tts": 1.0, "clone": 1.0, "t2m": 10.0}}
-DEFAULT_EOS_FACTOR = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 1.0}, "released": {"tts": 1.0, "clone": 1.0, "t2m": 0.6}}
+DEFAULT_GUIDANCE = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 3.0, "v2m": 3.0},
+                    "released": {"tts": 1.0, "clone": 1.0, "t2m": 10.0, "v2m": 10.0}}
+DEFAULT_EOS_FACTOR = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 1.0, "v2m": 1.0},
+                      "released": {"tts": 1.0, "clone": 1.0, "t2m": 0.6, "v2m": 0.6}}
 PerCodebook = float | int | Sequence[float]
 
 
@@ -206,6 +208,7 @@ class Decoding:
             tokens[i, width - n:], audio[i, :, width - n:], is_audio[i, width - n:] = p.tokens, p.audio, p.is_audio
             valid[i, width - n:] = True
         tokens, audio, is_audio, valid = (t.to(device) for t in (tokens, audio, is_audio, valid))
+        video = {k: v.to(device) for k, v in video_batch(prompts, width, left=True).items()}  # conditional v2m rows
         positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
         cache = KVCache(model.config, rows, width + max(max_frames) + 1 + pattern.max_delay, device,
                         next(model.parameters()).dtype)
@@ -214,7 +217,7 @@ class Decoding:
         mask = (causal[None] & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
         with self._inference():
             hidden, _, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
-                                        attn_mask=mask[:, None])
+                                        attn_mask=mask[:, None], **video)
         cache.length = width
         hidden, next_pos = hidden[:, -1:], positions[:, -1:] + 1
 

@@ -26,6 +26,7 @@ from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.generate import GenerationConfig, Generator, PromptEncoder
 from unimoe_audio.model.sequence import FrontendPrompts, Request
 from unimoe_audio.model.transformer import UniMoEAudioModel
+from unimoe_audio.video import read_video
 
 MODEL_TYPE = "unimoe-audio"
 FRAMES_PER_WORD = 25  # generous upper bound on speech length: 0.5 s per word / 3 Mandarin characters
@@ -89,7 +90,7 @@ class UniMoEAudio:
                               f"{model.config.num_codebooks}×{model.config.codebook_size}")
         self.model, self.frontend, self.codec = model.eval(), frontend, codec
         pattern = DelayPattern(model.config.delays, model.config.codebook_size)
-        self.generator = Generator(model, prompts or FrontendPrompts(frontend, pattern))
+        self.generator = Generator(model, prompts or FrontendPrompts(frontend, pattern, model.config.vision))
 
     @property
     def sample_rate(self) -> int:
@@ -118,8 +119,9 @@ class UniMoEAudio:
         return Path(directory)
 
     def request(self, task: str, text: str = "", language: str | None = None, speaker: str | None = None,
-                caption: str = "", prompt_audio=None, prompt_text: str = "") -> Request:
-        """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec."""
+                caption: str = "", prompt_audio=None, prompt_text: str = "", video=None) -> Request:
+        """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec;
+        `video` (v2m) is a path (read at the vision encoder's rate and size) or such frames."""
         prompt_codes = None
         if prompt_audio is not None:
             if isinstance(prompt_audio, (str, Path)):
@@ -129,7 +131,19 @@ class UniMoEAudio:
             check_prompt(wave, rate)
             prompt_codes = self.codec.encode(wave, rate)[0]
         return Request(task=task, text=text, language=language, speaker=speaker, caption=caption,
-                       prompt_text=prompt_text, prompt_codes=prompt_codes)
+                       prompt_text=prompt_text, prompt_codes=prompt_codes, video=self.video_frames(video))
+
+    def video_frames(self, video) -> torch.Tensor | None:
+        """uint8 frames [T, S, S, 3] of a video path (or of such frames, checked) for this model's vision encoder."""
+        if video is None:
+            return None
+        vision = self.model.config.vision
+        if vision is None:
+            raise UniMoEError("this model has no vision encoder, so it cannot take a video; use a model trained with "
+                              "video-to-music items (task v2m)")
+        if isinstance(video, (str, Path)):
+            return torch.from_numpy(read_video(video, vision.fps, vision.size, vision.max_seconds)[0])
+        return torch.as_tensor(video)
 
     def generate(self, requests: list[Request], config: GenerationConfig | None = None,
                  progress: bool = False) -> list[np.ndarray]:
@@ -151,10 +165,14 @@ class UniMoEAudio:
                        duration: float | None = None) -> GenerationConfig:
         """Generation settings when none are given: speech up to `speech_budget`, music of exactly
         `duration` seconds (10 s by default)."""
-        if task == "t2m":
+        if task in ("t2m", "v2m"):
             frames = self.music_frames(10.0 if duration is None else duration)
             return GenerationConfig(max_frames=frames, min_frames=frames)
         return GenerationConfig(max_frames=self.speech_budget(text, language))
+
+    def video_seconds(self, frames: torch.Tensor) -> float:
+        """How long video frames [T, S, S, 3] read for this model last."""
+        return len(frames) / self.model.config.vision.fps
 
     def music_frames(self, duration: float) -> int:
         if not math.isfinite(duration) or duration <= 0:
@@ -177,17 +195,22 @@ class UniMoEAudio:
             config = replace(config, max_frames=longest, min_frames=min(config.min_frames, longest))
         return self.generate([request], config, progress)[0], self.sample_rate
 
-    def music(self, caption: str, duration: float | None = None, config: GenerationConfig | None = None,
-              progress: bool = False):
-        """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given."""
-        if not caption or not caption.strip():
+    def music(self, caption: str = "", duration: float | None = None, config: GenerationConfig | None = None,
+              progress: bool = False, video=None):
+        """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given.
+        With `video` (a path, or frames as `request` takes them) it is music for that video
+        (video-to-music; the caption may then be empty), as long as the video unless `duration` says."""
+        if video is None and (not caption or not caption.strip()):
             raise UniMoEError("the music caption is empty")
+        request = self.request("v2m" if video is not None else "t2m", caption=caption or "", video=video)
+        if video is not None and duration is None:
+            duration = self.video_seconds(request.video)
         if config is None:
-            config = self.default_config("t2m", duration=duration)
+            config = self.default_config(request.task, duration=duration)
         elif duration is not None:  # `duration` fixes the length whatever the config says
             frames = self.music_frames(duration)
             config = replace(config, max_frames=frames, min_frames=frames)
-        return self.generate([self.request("t2m", caption=caption)], config, progress)[0], self.sample_rate
+        return self.generate([request], config, progress)[0], self.sample_rate
 
     def speech_budget(self, text: str, language: str) -> int:
         """Maximum frames for speaking `text`."""

@@ -4,16 +4,20 @@
     clone  <bos> <clone> <lang> <prompt> <text> prompt phonemes </text> prompt frames </prompt>
            <text> target phonemes </text>                                              [BOS frame] frames…
     t2m    <bos> <t2m> <caption> characters </caption>                                 [BOS frame] frames…
+    v2m    <bos> <v2m> <video> v0 v1 … </video> <caption> characters </caption>        [BOS frame] frames…
 
 Audio positions hold one codec frame each (the sum of its K codebook embeddings): the voice
 prompt's frames as they come from the codec, the generated audio in the delay pattern's layout
-starting from an all-BOS frame. The unconditional form used for classifier-free guidance drops
-the target text (tts, clone) or the caption (t2m) and keeps everything else.
+starting from an all-BOS frame. Video positions (`<frame>` tokens) hold the vision encoder's
+tokens, frame after frame (model/vision.py). The unconditional form used for classifier-free
+guidance drops the target text (tts, clone), the caption (t2m) or the video and the caption
+(v2m), and keeps everything else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,19 +27,21 @@ from unimoe_audio.data import LANGUAGES, TASK_GROUPS, TASKS, Example
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.transformer import IGNORE
+from unimoe_audio.model.vision import VisionConfig
 
 
 @dataclass
 class Request:
     """One thing to generate (or, with `codes`, one training example)."""
 
-    task: str  # tts | clone | t2m
+    task: str  # tts | clone | t2m | v2m
     text: str = ""
     language: str | None = None
     speaker: str | None = None
     caption: str = ""
     prompt_text: str = ""
     prompt_codes: torch.Tensor | None = None  # [K, Tp] aligned codes of the voice prompt
+    video: torch.Tensor | None = None  # uint8 [T, S, S, 3] frames at the vision encoder's rate and size (v2m)
     guidance_scale: float | None = None  # overrides GenerationConfig.guidance_scale for this request
     max_frames: int | None = None  # override GenerationConfig's lengths for this request, so requests
     min_frames: int | None = None  # of different lengths (speech and music) share one batch
@@ -51,6 +57,12 @@ class Request:
             raise UniMoEError(f"speech needs a language, one of {LANGUAGES}; got {self.language!r}")
         if self.task in ("tts", "clone") and not self.text.strip():
             raise UniMoEError("the text to speak is empty")
+        if (self.task == "v2m") != (self.video is not None):
+            raise UniMoEError("video-to-music needs a video" if self.task == "v2m" else f"task {self.task} takes no video")
+        if self.video is not None and (self.video.dim() != 4 or self.video.shape[-1] != 3 or len(self.video) == 0
+                                       or self.video.dtype != torch.uint8):
+            raise UniMoEError(f"video frames must be uint8 [T, H, W, 3] with T >= 1, got {self.video.dtype} "
+                              f"{list(self.video.shape)}")
         if self.max_frames is not None and self.max_frames < 1 or self.min_frames is not None and self.min_frames < 0:
             raise UniMoEError(f"need max_frames >= 1 and min_frames >= 0, got {self.max_frames}, {self.min_frames}")
 
@@ -58,29 +70,47 @@ class Request:
     def from_example(cls, ex: Example) -> "Request":
         m = ex.meta
         return cls(task=m["task"], text=m.get("text") or "", language=m.get("language"), speaker=m.get("speaker"),
-                   caption=m.get("caption") or "", prompt_text=m.get("prompt_text") or "", prompt_codes=ex.prompt_codes)
+                   caption=m.get("caption") or "", prompt_text=m.get("prompt_text") or "", prompt_codes=ex.prompt_codes,
+                   video=ex.video)
 
 
 @dataclass
 class Segment:
-    """A prompt: text token ids [L] and audio codes [K, L] (PAD at text positions)."""
+    """A prompt: text token ids [L] and audio codes [K, L] (PAD at text positions); with a video,
+    its frames [T, S, S, 3] and the positions of their tokens (`is_video` [L])."""
 
     tokens: torch.Tensor
     audio: torch.Tensor
     is_audio: torch.Tensor
+    video: torch.Tensor | None = None
+    is_video: torch.Tensor | None = None
 
 
-def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Request, conditional: bool = True) -> Segment:
-    """The prompt up to and including the all-BOS frame that starts generation."""
+def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Request, conditional: bool = True,
+                  vision: VisionConfig | None = None) -> Segment:
+    """The prompt up to and including the all-BOS frame that starts generation (`vision`: the
+    model's vision encoder, for v2m)."""
     r, f = request, frontend
     k = pattern.num_codebooks
-    parts: list[tuple[list[int], torch.Tensor | None]] = []  # text ids, or (None-text, frames)
-    head = [f["<bos>"], f[f"<{r.task}>"]]
-    if r.task == "t2m":
-        head += f.caption(r.caption if conditional else "")
+    parts: list[tuple[list[int], torch.Tensor | None]] = []  # text ids, or ([], frames)
+    video = None
+    if r.task == "v2m":
+        if vision is None or not f.video:
+            raise UniMoEError("this model has no vision encoder, so it cannot take a video; use a model trained with "
+                              "video-to-music items (task v2m)")
+        if r.video.shape[1:] != (vision.size, vision.size, 3):
+            raise UniMoEError(f"video frames must be {vision.size}×{vision.size} RGB for this model, got "
+                              f"{list(r.video.shape[1:])} (read the video with the model's fps and size)")
+        video = r.video if conditional else None
+        head = [f["<bos>"], f["<v2m>"], f["<video>"]]
+        head += [f["<frame>"]] * (0 if video is None else len(video) * vision.tokens_per_frame)
+        head += [f["</video>"], *f.caption(r.caption if conditional else "")]
+        parts.append((head, None))
+    elif r.task == "t2m":
+        head = [f["<bos>"], f["<t2m>"], *f.caption(r.caption if conditional else "")]
         parts.append((head, None))
     else:
-        head.append(f[f"<{r.language}>"])
+        head = [f["<bos>"], f[f"<{r.task}>"], f[f"<{r.language}>"]]
         if r.task == "tts":
             head.append(f.speaker(r.speaker, r.language))
         else:
@@ -105,7 +135,9 @@ def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Reques
             tokens.append(torch.full((n,), f["<audio>"], dtype=torch.long))
             audio.append(frames)
             is_audio.append(torch.ones(n, dtype=torch.bool))
-    return Segment(torch.cat(tokens), torch.cat(audio, dim=1), torch.cat(is_audio))
+    tokens = torch.cat(tokens)
+    return Segment(tokens, torch.cat(audio, dim=1), torch.cat(is_audio), video,
+                   tokens == f["<frame>"] if video is not None else None)
 
 
 @dataclass
@@ -114,6 +146,7 @@ class FrontendPrompts:
 
     frontend: TextFrontend
     pattern: DelayPattern
+    vision: VisionConfig | None = None  # the model's vision encoder (v2m), if it has one
 
     @property
     def pad_id(self) -> int:
@@ -124,7 +157,7 @@ class FrontendPrompts:
         return self.frontend["<audio>"]
 
     def encode(self, request: Request, conditional: bool) -> Segment:
-        return encode_prompt(self.frontend, self.pattern, request, conditional)
+        return encode_prompt(self.frontend, self.pattern, request, conditional, self.vision)
 
     def text_span(self, tokens: list[int]) -> tuple[int, int]:
         """Where the target text lies in a conditional speech prompt: the last <text> … </text>."""
@@ -148,12 +181,25 @@ class SequenceCollator:
         self.prompts, self.pattern = prompts, prompts.pattern
         self.cond_dropout, self.max_music_frames = cond_dropout, max_music_frames
 
+    def excerpt(self, ex: Example, rng: np.random.Generator | None) -> Example:
+        """A music example cut to `max_music_frames` (a random excerpt with `rng`, else the start); a
+        v2m example's video is cut to the same moments: the excerpt starts on a video frame."""
+        m, frames = self.max_music_frames, ex.codes.shape[1]
+        if ex.meta["task"] not in ("t2m", "v2m") or not m or frames <= m:
+            return ex
+        if ex.video is None:
+            start = int(rng.integers(frames - m + 1)) if rng is not None else 0
+            return replace(ex, codes=ex.codes[:, start:start + m])
+        step = ex.video_step
+        first = int(rng.integers(int((frames - m) / step) + 1)) if rng is not None else 0  # video frame the excerpt starts on
+        start = round(first * step)
+        last = math.ceil((start + m) / step)  # video frames shown before the excerpt ends
+        return replace(ex, codes=ex.codes[:, start:start + m], video=ex.video[first:max(last, first + 1)])
+
     def sequence(self, ex: Example, rng: np.random.Generator | None) -> tuple[Segment, torch.Tensor, tuple, tuple]:
         """-> (segment, targets [K, L], target-text span, audio-query span) (spans (0, 0) if none)."""
+        ex = self.excerpt(ex, rng)
         codes = ex.codes
-        if ex.meta["task"] == "t2m" and self.max_music_frames and codes.shape[1] > self.max_music_frames:
-            start = int(rng.integers(codes.shape[1] - self.max_music_frames + 1)) if rng is not None else 0
-            codes = codes[:, start:start + self.max_music_frames]
         conditional = rng is None or rng.random() >= self.cond_dropout
         prompt = self.prompts.encode(Request.from_example(ex), conditional)
         delayed = self.pattern.apply(codes[None], eos=True)[0]  # [K, T + 1 + max_delay]
@@ -161,7 +207,9 @@ class SequenceCollator:
         seg = Segment(
             tokens=torch.cat([prompt.tokens, torch.full((delayed.shape[1],), self.prompts.audio_id, dtype=torch.long)]),
             audio=torch.cat([prompt.audio, delayed], dim=1),
-            is_audio=torch.cat([prompt.is_audio, torch.ones(delayed.shape[1], dtype=torch.bool)]))
+            is_audio=torch.cat([prompt.is_audio, torch.ones(delayed.shape[1], dtype=torch.bool)]),
+            video=prompt.video,
+            is_video=None if prompt.video is None else torch.cat([prompt.is_video, torch.zeros(delayed.shape[1], dtype=torch.bool)]))
         # Position n_prompt - 1 (the BOS frame) predicts delayed frame 0, and so on; BOS and PAD
         # targets are forced at generation time, so they carry no loss.
         targets = torch.full((k, seg.tokens.shape[0]), IGNORE, dtype=torch.long)
@@ -195,4 +243,23 @@ class SequenceCollator:
             batch["is_audio"][i, :n] = seg.is_audio
             batch["targets"][i, :, :n] = tgt
             batch["pad_mask"][i, :n] = False
+        batch.update(video_batch([s[0] for s in seqs], length))
         return batch
+
+
+def video_batch(segments: list[Segment], length: int, left: bool = False) -> dict:
+    """The video keys of a batch of `segments` padded to `length` (left-padded with `left`): `video`
+    uint8 [B, T_max, S, S, 3], `video_frames` [B] and `is_video` [B, length]; {} when none has a video
+    (a batch without video is what it was before video existed)."""
+    videos = [s.video for s in segments if s.video is not None]
+    if not videos:
+        return {}
+    out = {"video": torch.zeros((len(segments), max(len(v) for v in videos), *videos[0].shape[1:]), dtype=torch.uint8),
+           "video_frames": torch.zeros(len(segments), dtype=torch.long),
+           "is_video": torch.zeros(len(segments), length, dtype=torch.bool)}
+    for i, s in enumerate(segments):
+        if s.video is not None:
+            n = s.tokens.shape[0]
+            out["video"][i, :len(s.video)], out["video_frames"][i] = s.video, len(s.video)
+            out["is_video"][i, slice(length - n, length) if left else slice(0, n)] = s.is_video
+    return out

@@ -1,7 +1,8 @@
 """The UniMoE-Audio transformer (paper Fig. 2): decoder-only, pre-norm, RoPE, GQA, DCMoE FFNs.
 
-A sequence mixes text positions (token embeddings) and audio positions (the sum of K
-per-codebook embeddings of one frame). One head predicts all K codebooks of the next frame.
+A sequence mixes text positions (token embeddings), audio positions (the sum of K per-codebook
+embeddings of one frame) and, in a model with a vision encoder, video positions (its tokens,
+model/vision.py). One head predicts all K codebooks of the next frame.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model.config import UniMoEAudioConfig
+from unimoe_audio.model.vision import VisionEncoder
 from unimoe_audio.moe import DCMoE, SwiGLU
 
 IGNORE = -100
@@ -171,6 +173,7 @@ class UniMoEAudioModel(nn.Module):
         self.layers = nn.ModuleList(Block(c) for _ in range(c.num_layers))
         self.norm = RMSNorm(c.hidden_size, c.norm_eps)
         self.head = nn.Linear(c.hidden_size, c.num_codebooks * v, bias=False)
+        self.vision = VisionEncoder(c.vision, c.hidden_size) if c.vision is not None else None
         for name in ("codebook_offsets", "rope_cos", "rope_sin"):
             self.register_buffer(name, None, persistent=False)
         self.reset_buffers()
@@ -195,24 +198,37 @@ class UniMoEAudioModel(nn.Module):
         self.codebook_offsets = torch.arange(c.num_codebooks, device=device) * c.audio_vocab_size
         self.rope_cos, self.rope_sin = (t.to(device) for t in rope_tables(c.head_dim, c.max_positions, c.rope_theta))
 
-    def embed(self, tokens: torch.Tensor, audio: torch.Tensor, is_audio: torch.Tensor) -> torch.Tensor:
-        """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]."""
+    def embed(self, tokens: torch.Tensor, audio: torch.Tensor, is_audio: torch.Tensor, video: torch.Tensor | None = None,
+              video_frames: torch.Tensor | None = None, is_video: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]; with video [B, T, S, S, 3]
+        (row i's first video_frames[i] frames are real), the positions where is_video [B, L] hold
+        the vision encoder's tokens, in order."""
         text = self.embed_text(tokens)
         codes = audio.clamp_min(0) + self.codebook_offsets[None, :, None]  # [B, K, L]
         frames = self.embed_audio(codes).sum(dim=1)  # [B, L, D]
-        return torch.where(is_audio[..., None], frames, text)
+        x = torch.where(is_audio[..., None], frames, text)
+        if video is None:
+            return x
+        if self.vision is None:
+            raise UniMoEError("this model has no vision encoder, so it cannot take a video")
+        seen = self.vision(video)  # [B, T·P, D]
+        per_frame = self.vision.config.tokens_per_frame
+        real = torch.arange(seen.shape[1], device=x.device)[None] < video_frames[:, None] * per_frame  # [B, T·P]
+        if int(real.sum()) != int(is_video.sum()):
+            raise UniMoEError(f"{int(is_video.sum())} video positions for {int(real.sum())} video tokens")
+        return x.masked_scatter(is_video[..., None], seen[real].to(x.dtype))
 
     def hidden(self, tokens, audio, is_audio, positions=None, pad_mask=None, cache=None, attn_mask=None,
-               attention_layer: int | None = None):
+               attention_layer: int | None = None, video=None, video_frames=None, is_video=None):
         """Final hidden states [B, L, D], the MoE outputs of every layer and the attention
-        probabilities of `attention_layer` (None unless asked for)."""
+        probabilities of `attention_layer` (None unless asked for); video as in `embed`."""
         b, n = tokens.shape
         if positions is None:
             positions = torch.arange(n, device=tokens.device).expand(b, n)
         if int(positions.max()) >= self.config.max_positions:
             raise UniMoEError(f"sequence of {int(positions.max()) + 1} positions exceeds max_positions "
                               f"{self.config.max_positions}; shorten the text or the requested duration")
-        x = self.embed(tokens, audio, is_audio)
+        x = self.embed(tokens, audio, is_audio, video, video_frames, is_video)
         cos = self.rope_cos[positions][:, None].to(x.dtype)  # [B, 1, L, hd]
         sin = self.rope_sin[positions][:, None].to(x.dtype)
         moe_outputs, attention = [], None
@@ -229,14 +245,15 @@ class UniMoEAudioModel(nn.Module):
         return self.head(hidden).unflatten(-1, (c.num_codebooks, c.audio_vocab_size))
 
     def forward(self, tokens, audio, is_audio, targets, pad_mask, aux_weight: float = 0.0,
-                attention_layer: int | None = None, **_) -> ModelOutput:
+                attention_layer: int | None = None, video=None, video_frames=None, is_video=None, **_) -> ModelOutput:
         """Training forward. targets [B, K, L]: the code position i must predict (IGNORE elsewhere).
         `attention_layer` also returns that layer's attention probabilities (for the alignment loss)."""
         c = self.config
         if attention_layer is not None and not 0 <= attention_layer < c.num_layers:
             raise UniMoEError(f"attention_layer {attention_layer} is not a layer of this {c.num_layers}-layer model")
         hidden, moe_outputs, attention = self.hidden(tokens, audio, is_audio, pad_mask=pad_mask,
-                                                     attention_layer=attention_layer)
+                                                     attention_layer=attention_layer, video=video,
+                                                     video_frames=video_frames, is_video=is_video)
         predicts = (targets != IGNORE).any(dim=1)  # [B, L] positions that carry a loss
         logits = self.logits(hidden[predicts]).float()  # [N, K, V] only where needed
         tgt = targets.permute(0, 2, 1)[predicts]  # [N, K]

@@ -2,7 +2,9 @@
 
     POST /v1/audio/speech   JSON {model, input, voice, response_format, stream, speed=1, ...}
     POST /v1/audio/clone    multipart {prompt_audio (file), prompt_text, input, language, ...}
-    POST /v1/audio/music    JSON {caption, duration, response_format, stream, ...}
+    POST /v1/audio/music    JSON {caption, duration, response_format, stream, ...}, or multipart with a
+                            `video` file and the same fields: music for that video (v2m; caption optional,
+                            duration by default the video's)
     GET  /v1/voices, /health, /metrics (Prometheus), /docs (OpenAPI)
 
 Each generation request is checked here (fields, limits, its text and voice prompt through the
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 import time
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -23,7 +27,8 @@ import numpy as np
 from fastapi import FastAPI, Form, Request as HttpRequest, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
-from pydantic import Field
+from pydantic import Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from unimoe_audio import __version__
 from unimoe_audio.codec import load_audio
@@ -36,6 +41,7 @@ from unimoe_audio.serve.service import ClientGone, Sampling, ServeSettings, Serv
 
 DISCONNECT_POLL = 0.1  # seconds between checks that a waiting client is still there
 FORM_OVERHEAD = 64 * 2 ** 10  # multipart bytes around the uploaded file and the text fields
+UPLOADS = {"/v1/audio/clone": "prompt_audio", "/v1/audio/music": "video"}  # endpoints taking a file, and its field
 
 
 class Output(Sampling):
@@ -61,6 +67,14 @@ class MusicBody(Output):
     duration: float = 10.0
 
 
+class VideoMusicForm(Output):
+    """/v1/audio/music as multipart: the music for an uploaded video."""
+
+    model: str | None = None
+    caption: str = ""
+    duration: float | None = None  # default: the video's length
+
+
 class CloneForm(Output):
     prompt_audio: UploadFile = Field(description="the voice to clone: any format libsndfile reads, 0.5–20 s")
     input: str
@@ -74,17 +88,18 @@ def language_of(text: str) -> str:
 
 
 class UploadLimit:
-    """ASGI middleware: a clone upload announced larger than the limit is refused before it is read."""
+    """ASGI middleware: an upload announced larger than the limit is refused before it is read."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/v1/audio/clone":
+        field = UPLOADS.get(scope["path"]) if scope["type"] == "http" else None
+        if field is not None:
             size = dict(scope["headers"]).get(b"content-length")
             if size is not None and size.isdigit() and int(size) > self.max_bytes + FORM_OVERHEAD:
-                response = ApiError(413, f"the upload is {int(size)} bytes; prompt_audio may have at most "
-                                         f"{self.max_bytes}", "prompt_audio").response()
+                response = ApiError(413, f"the upload is {int(size)} bytes; {field} may have at most "
+                                         f"{self.max_bytes}", field).response()
                 return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
@@ -215,11 +230,51 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
 
         return await generate("clone", http, build, form)
 
-    @app.post("/v1/audio/music", tags=["audio"], response_class=Response)
-    async def music(body: MusicBody, http: HttpRequest):
-        """Music from a caption, exactly `duration` seconds long."""
-        caption, duration = limits.text(body.caption, "caption"), limits.duration(body.duration)
-        return await generate("music", http, lambda: api.request("t2m", caption=caption), body, "caption", duration)
+    def parsed(model, data):
+        try:
+            return model.model_validate(data)
+        except ValidationError as err:
+            raise RequestValidationError(err.errors()) from None
+
+    @app.post("/v1/audio/music", tags=["audio"], response_class=Response,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": MusicBody.model_json_schema()},
+                  "multipart/form-data": {"schema": {**VideoMusicForm.model_json_schema(), "required": ["video"]}}}}})
+    async def music(http: HttpRequest):
+        """Music from a caption, exactly `duration` seconds long (JSON); or, as multipart with a
+        `video` file (any format FFmpeg reads), music for that video, as long as the video unless
+        `duration` is given."""
+        if not http.headers.get("content-type", "").startswith("multipart/form-data"):
+            try:
+                data = await http.json()
+            except ValueError:
+                raise ApiError(422, "the body must be JSON (or multipart with a video file)") from None
+            body = parsed(MusicBody, data)
+            caption, duration = limits.text(body.caption, "caption"), limits.duration(body.duration)
+            return await generate("music", http, lambda: api.request("t2m", caption=caption), body, "caption", duration)
+        form = await http.form()
+        upload = form.get("video")
+        if not isinstance(upload, StarletteUpload):
+            raise ApiError(422, "video: a video file is required in a multipart music request", "video")
+        body = parsed(VideoMusicForm, {k: v for k, v in form.items() if k != "video"})
+        caption = body.caption if not body.caption.strip() else limits.text(body.caption, "caption")
+        duration = None if body.duration is None else limits.duration(body.duration)
+        data = await upload.read()
+        limits.upload(len(data), "video")
+
+        def build():
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / ("video" + Path(upload.filename or "video.mp4").suffix)
+                path.write_bytes(data)
+                try:
+                    request = api.request("v2m", caption=caption, video=path)
+                except UniMoEError as err:
+                    raise ApiError.from_user_error(err, "video") from None
+            if duration is None:
+                limits.duration(api.video_seconds(request.video), "video")
+            return request
+
+        return await generate("music", http, build, body, "caption", duration)
 
     @app.get("/v1/voices", tags=["info"])
     async def voices():

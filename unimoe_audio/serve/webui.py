@@ -1,5 +1,6 @@
 """The web page (Gradio): speech in a built-in voice, voice cloning (upload or microphone), music
-from a caption, and the sampling controls; each result is an audio player and its mel spectrogram.
+from a caption, music for an uploaded video (models with a vision encoder), and the sampling
+controls; each result is an audio player and its mel spectrogram.
 
 `unimoe-audio serve` mounts it at `/` beside the API; `unimoe-audio demo` serves it alone. Either
 way the page's requests go through `Service` as the API's do (the same limits and checks, the same
@@ -101,6 +102,18 @@ def page(service: Service) -> gr.Blocks:
 
         return await generate(build, "music", caption, controls, "caption", duration)
 
+    async def video_music(video_path, caption, *controls):
+        def build():
+            if video_path is None:
+                raise ApiError(422, "give a video to make music for", "video")
+            limits.upload(os.path.getsize(video_path), "the video")
+            words = (caption or "").strip() and limits.text(caption, "caption")
+            request = api.request("v2m", caption=words or "", video=video_path)
+            limits.duration(api.video_seconds(request.video), "the video")
+            return request
+
+        return await generate(build, f"music for the video {caption or ''}".strip(), controls, "caption")
+
     with gr.Blocks(title="UniMoE-Audio", analytics_enabled=False, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as blocks:
         gr.Markdown("# UniMoE-Audio\nSpeech and music from one model (a Dynamic-Capacity Mixture-of-Experts).")
         with gr.Row():
@@ -123,6 +136,12 @@ def page(service: Service) -> gr.Blocks:
                     duration = gr.Slider(0.5, limits.max_duration, value=min(10.0, limits.max_duration), step=0.5,
                                          label="Duration (seconds)")
                     compose = gr.Button("Generate music", variant="primary", elem_id="music-generate")
+                with gr.Tab("Music for a video", visible=api.model.config.vision is not None):
+                    video = gr.Video(sources=["upload"], label="Video (as long as the music; at most "
+                                     f"{limits.max_duration:g} s)", elem_id="v2m-video")
+                    video_caption = gr.Textbox(label="Caption (optional)", lines=2, elem_id="v2m-caption",
+                                               placeholder="Music for this video, on piano.")
+                    score = gr.Button("Generate music for the video", variant="primary", elem_id="v2m-generate")
                 with gr.Accordion("Sampling", open=False, elem_id="sampling"):
                     # text boxes, not gr.Number: an empty number box sends 0, and empty means the default here
                     guidance = gr.Textbox(label="Guidance scale", placeholder="the model's default for the task",
@@ -142,6 +161,7 @@ def page(service: Service) -> gr.Blocks:
         speak.click(speech, [text, voice, language, *controls], outputs)
         cloned.click(clone, [prompt, prompt_text, clone_text, clone_language, *controls], outputs)
         compose.click(music, [caption, duration, *controls], outputs)
+        score.click(video_music, [video, video_caption, *controls], outputs)
     # the scheduler bounds and batches the work; Gradio's own queue would let one request at a time through
     return blocks.queue(default_concurrency_limit=None)
 

@@ -51,6 +51,7 @@ MODEL_DETERMINED = {
     "text_vocab_size": "the text front-end fitted on the corpus",
     "ffn": "each stage (specialists and dense baselines are dense, the others DCMoE)",
     "moe": "the top-level `moe:` section (the DCMoE is cut from the specialists' FFNs)",
+    "vision": "the corpus (v2m items give every model the vision encoder)",
 }
 
 

@@ -1,9 +1,11 @@
 """The three-stage curriculum and its baselines as one resumable job (paper §III-C, REFERENCE.md §1).
 
-    prepare     build the corpus, train the codec and encode tokens if missing; fit the front-end
+    prepare     build the corpus, train the codec and encode tokens if missing; fit the front-end;
+                a corpus with v2m items gives every model a vision encoder (model/vision.py)
     backbone    (optional) one dense model on `backbone_groups`, the specialists' common start
                 (the paper's specialists all start from the pretrained Qwen2.5-VL backbone)
-    specialists one dense model per task group, each on its own (unbalanced) data
+    specialists one dense model per task group (speech-en, speech-zh, music, v2m: those the corpus
+                has), each on its own (unbalanced) data
     warmup      DCMoE from the specialists (FFN slices -> routed experts, the rest averaged);
                 only gates and shared experts train, on a small balanced subset
     joint       everything trains on the balanced mix, aux-loss weight annealed
@@ -29,11 +31,11 @@ import torch.distributed as tdist
 
 from unimoe_audio.codec import Codec, DelayPattern, SpectralCodec, SpectralCodecConfig, load_codec
 from unimoe_audio.data import SPLITS, TASK_GROUPS, TokenDataset, encode_corpus, read_manifest
-from unimoe_audio.data.build import build
+from unimoe_audio.data.build import build, built_groups
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import save_figure, write_json
 from unimoe_audio.model import (FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel,
-                                load_model, save_model)
+                                VisionConfig, load_model, save_model)
 from unimoe_audio.moe import DCMoEConfig
 from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig, recipe_from_dict
 from unimoe_audio.train.distributed import DistInfo
@@ -78,7 +80,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
             raise UniMoEError(f"{out} holds a run of a different recipe; choose another `out` (or delete {out}); "
                               "only the settings of stages that have not started yet may change")
         built = (corpus / "train.jsonl").is_file()
-        groups = {e["group"] for e in read_manifest(corpus / "train.jsonl")} if built else TASK_GROUPS  # a build has all
+        groups = {e["group"] for e in read_manifest(corpus / "train.jsonl")} if built else built_groups(c.size)
         recipe.moe_config(len(groups))  # the DCMoE the specialists will make, checked before any work
         write_json(saved, recipe.to_dict())
         if not built:
@@ -96,13 +98,14 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     codec = load_codec(c.codec_dir)
     frontend = TextFrontend.load(out / "frontend.json")
     k = codec.num_codebooks
-    base = recipe.specialist_config(text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
-                                    delays=UniMoEAudioConfig().delays if k == 12 else tuple(range(k)))
     tokens = corpus / "tokens"
-    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size)), base.cond_dropout,
-                               recipe.max_music_frames)
-    return Run(recipe, out, codec, frontend, base, TokenDataset(tokens, "train"), TokenDataset(tokens, "validation"),
-               collate, dist, progress)
+    train_set = TokenDataset(tokens, "train")
+    base = recipe.specialist_config(text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
+                                    delays=UniMoEAudioConfig().delays if k == 12 else tuple(range(k)),
+                                    vision=VisionConfig() if "v2m" in train_set.groups else None)
+    collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size), base.vision),
+                               base.cond_dropout, recipe.max_music_frames)
+    return Run(recipe, out, codec, frontend, base, train_set, TokenDataset(tokens, "validation"), collate, dist, progress)
 
 
 def started_stages(out: Path) -> set[str]:
@@ -188,7 +191,9 @@ def specialists(run: Run) -> list[UniMoEAudioModel]:
 def warmup(run: Run) -> UniMoEAudioModel:
     if (done := finished(run, "warmup")) is not None:
         return done
-    model = upcycle(specialists(run), fresh(run, replace(run.base, ffn="moe", moe=moe_config(run))))
+    # The vision encoder comes from the v2m specialist alone: the others never trained it.
+    owner = {"vision.": run.groups.index("v2m")} if "v2m" in run.groups else {}
+    model = upcycle(specialists(run), fresh(run, replace(run.base, ffn="moe", moe=moe_config(run))), owner)
     freeze_for_warmup(model)
     return train_stage(run, "warmup", model, run.recipe.stages["warmup"])
 

@@ -55,11 +55,13 @@ def _ffn_prefixes(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def upcycle(specialists: list[nn.Module], moe_model: nn.Module) -> nn.Module:
+def upcycle(specialists: list[nn.Module], moe_model: nn.Module, owners: dict[str, int] | None = None) -> nn.Module:
     """Initialise `moe_model` (same layout, DCMoE FFNs) from dense `specialists`, in place.
 
-    Every non-FFN parameter and buffer is the mean over specialists; every DCMoE gets its routed
-    experts from the specialists' FFN slices at the same layer; gates and shared experts are untouched.
+    Every non-FFN parameter and buffer is the mean over specialists, except those under a prefix
+    of `owners`, which come from that one specialist (the vision encoder: only the v2m specialist
+    trained it); every DCMoE gets its routed experts from the specialists' FFN slices at the same
+    layer; gates and shared experts are untouched.
     """
     if not specialists:
         raise UniMoEError("upcycling needs at least one specialist")
@@ -68,7 +70,8 @@ def upcycle(specialists: list[nn.Module], moe_model: nn.Module) -> nn.Module:
     for name, tensor in moe_model.state_dict().items():
         if any(name.startswith(prefix + ".") for prefix in ffn_names):
             continue
-        sources = [st.get(name) for st in states]
+        owner = next((i for prefix, i in (owners or {}).items() if name.startswith(prefix)), None)
+        sources = [st.get(name) for st in (states if owner is None else states[owner: owner + 1])]
         if any(s is None or s.shape != tensor.shape for s in sources):
             raise UniMoEError(f"specialists do not match the MoE model at {name!r}: all specialists must share "
                               f"the MoE's dense configuration (hidden size, layers, vocabulary)")

@@ -1,8 +1,8 @@
 """The quick start: the whole system on built-in defaults, in a few minutes on a CPU.
 
 Builds the tiny corpus, trains the codec, runs the tiny curriculum (specialists -> warm-up ->
-joint), generates an English, a Mandarin and a music clip, evaluates the model on the test split
-and analyses its routing.
+joint), generates an English, a Mandarin and a music clip and music for a test video, evaluates
+the model on the test split and analyses its routing.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ SPEECH = {"en": "The birch canoe slid on the smooth planks.", "zh": "今天天�
 
 def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, Path]:
     """One clip per task family the corpus has (speech in each language the model has a speaker
-    for, music if the test split has a caption), and a PNG of their spectrograms."""
+    for, music if the test split has a caption, music for a video if it has a v2m item), and a
+    PNG of their spectrograms."""
     language_of = {e["speaker"]: e["language"] for e in read_manifest(corpus / "train.jsonl") if e["task"] == "tts"}
     speakers = {lang: next((s for s in api.speakers if language_of.get(s) == lang), None) for lang in SPEECH}
-    music = next((e for e in read_manifest(corpus / "test.jsonl") if e["task"] == "t2m"), None)
+    test = read_manifest(corpus / "test.jsonl")
+    music = next((e for e in test if e["task"] == "t2m"), None)
+    video = next((e for e in test if e["task"] == "v2m"), None)
     clips, titles = {}, {}
     for lang, text in SPEECH.items():
         if speakers[lang] is None:
@@ -42,6 +45,10 @@ def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, P
     else:
         clips["music"] = api.music(music["caption"], duration=8.0, config=GenerationConfig(seed=seed))
         titles["music"] = music["caption"]
+    if video is not None and api.model.config.vision is not None:
+        clips["v2m"] = api.music(video["caption"], duration=8.0, video=corpus / video["video"],
+                                 config=GenerationConfig(seed=seed))
+        titles["v2m"] = f"{video['video']}: {video['caption']}"
     if clips:
         plot_spectrograms(clips, titles, out / "samples.png")
     return {name: save_audio(out / f"{name}.wav", wave, rate) for name, (wave, rate) in clips.items()}

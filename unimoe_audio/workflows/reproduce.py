@@ -42,12 +42,14 @@ def reproduce(config: str | Path, report: str | Path = "docs/results.md", per_ta
             model_dir, per_task=per_task, groups=groups, progress=progress, out=out / "eval" / name)
 
     rows = {}
+    groups = [g for g in TASK_GROUPS if (out / "specialists" / g / "model").is_dir()]  # the corpus's groups
     for name in SYSTEMS:
         if name == "specialists":
-            parts = {g: scored(out / "specialists" / g / "model", f"specialists-{g}", (g,)) for g in TASK_GROUPS}
-            loss = {g: summary.get(f"specialists/{g}", {}).get(g) for g in TASK_GROUPS}
-            rows[name] = (loss, {k: v for g, r in parts.items() for k, v in r.items()
-                                 if k.startswith(("speech-", "clone")) or (k == "music" and g == "music")})
+            parts = {g: scored(out / "specialists" / g / "model", f"specialists-{g}", (g,)) for g in groups}
+            loss = {g: summary.get(f"specialists/{g}", {}).get(g) for g in groups}
+            music = dict(parts.get("music", {}).get("music") or {}, **(parts.get("v2m", {}).get("music") or {}))
+            rows[name] = (loss, {**{k: v for r in parts.values() for k, v in r.items() if k.startswith(("speech-", "clone"))},
+                                 "music": music})
         elif name in summary:
             result = scored(out / name / "model", name.replace("/", "-"))
             rows[name] = ({g: summary[name].get(g) for g in TASK_GROUPS}, result)
@@ -55,7 +57,7 @@ def reproduce(config: str | Path, report: str | Path = "docs/results.md", per_ta
     shutil.copyfile(Path(routing["output"]) / "routing.png", images / f"{report.stem}-routing.png")
     shutil.copyfile(out / "curriculum-loss.png", images / f"{report.stem}-curriculum-loss.png")
     with atomic_path(report) as tmp:
-        tmp.write_text(markdown(recipe, rows, per_task, report.stem), encoding="utf-8")
+        tmp.write_text(markdown(recipe, rows, per_task, report.stem, len(groups)), encoding="utf-8")
     return report
 
 
@@ -75,30 +77,35 @@ def _f(value, digits=3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
+def markdown(recipe, rows: dict, per_task: int, stem: str, specialists: int = 3) -> str:
     lines = [f"# Results: recipe `{recipe.name}`", "",
              f"Produced by `unimoe-audio reproduce --config <recipe>` (corpus `{recipe.corpus.path}`, size "
              f"`{recipe.corpus.size}`; at most {per_task} test items per task and group). Lower is better for losses, "
              "WER/CER and Fréchet distance; higher for similarity and accuracies. Ground-truth scores of the same judges "
              "are in the last row.", "",
-             "| system | optimizer steps | val loss en | val loss zh | val loss music | en WER | zh CER | clone sim. | music FD | tempo acc. | key acc. |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | optimizer steps | val loss en | val loss zh | val loss music | val loss v2m | en WER | zh CER | clone sim. "
+             "| music FD | tempo acc. | key acc. | v2m beat align. (mismatched video) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     truth = None
     for name, (loss, r) in rows.items():
         en, zh, clone, music = r.get("speech-en", {}), r.get("speech-zh", {}), r.get("clone", {}), r.get("music") or {}
-        gen = music.get("generated", {})
-        lines.append(f"| {SYSTEMS[name]} | {steps(recipe, name)} | {_f(loss.get('speech-en'), 2)} | {_f(loss.get('speech-zh'), 2)} | "
-                     f"{_f(loss.get('music'), 2)} | {_f(en.get('wer_whisper'))} | {_f(zh.get('cer_whisper'))} | "
+        gen, v2m = music.get("generated", {}), music.get("v2m") or {}
+        lines.append(f"| {SYSTEMS[name]} | {steps(recipe, name, specialists)} | {_f(loss.get('speech-en'), 2)} | "
+                     f"{_f(loss.get('speech-zh'), 2)} | {_f(loss.get('music'), 2)} | {_f(loss.get('v2m'), 2)} | "
+                     f"{_f(en.get('wer_whisper'))} | {_f(zh.get('cer_whisper'))} | "
                      f"{_f(clone.get('similarity'))} | {_f(music.get('frechet'), 1)} | {_f(gen.get('tempo_accuracy'), 2)} | "
-                     f"{_f(gen.get('key_accuracy'), 2)} |")
+                     f"{_f(gen.get('key_accuracy'), 2)} | {_f(v2m.get('matched', {}).get('beat_alignment'), 2)} "
+                     f"({_f(v2m.get('mismatched', {}).get('beat_alignment'), 2)}) |")
         if en and zh and clone and music:
             truth = (en, zh, clone, music)
     if truth:
         en, zh, clone, music = truth
-        lines.append(f"| ground truth | | | | | {_f(en['wer_whisper_ground_truth'])} | {_f(zh['cer_whisper_ground_truth'])} | "
+        v2m = music.get("v2m") or {}
+        lines.append(f"| ground truth | | | | | | {_f(en['wer_whisper_ground_truth'])} | {_f(zh['cer_whisper_ground_truth'])} | "
                      f"{_f(clone['similarity_ceiling'])} (floor {_f(clone['similarity_floor'])}) | "
                      f"{_f(music.get('frechet_reference_halves'), 1)} (ref. halves) | "
-                     f"{_f(music['ground_truth']['tempo_accuracy'], 2)} | {_f(music['ground_truth']['key_accuracy'], 2)} |")
+                     f"{_f(music['ground_truth']['tempo_accuracy'], 2)} | {_f(music['ground_truth']['key_accuracy'], 2)} | "
+                     f"{_f(v2m.get('ground_truth', {}).get('beat_alignment'), 2)} |")
     lines += ["", "## Did the claim hold here?", ""] + verdict(rows) + [
         "- Budgets: the curriculum's MoE trains jointly for only the joint stage's steps after dense specialists that "
         "each saw one task group; the baselines train on the whole mix for all their steps (steps column)."] + [
@@ -109,14 +116,14 @@ def markdown(recipe, rows: dict, per_task: int, stem: str) -> str:
     return "\n".join(lines)
 
 
-def steps(recipe, name: str) -> str:
-    """Optimizer steps behind a system (a specialist's steps are per task group)."""
+def steps(recipe, name: str, specialists: int = 3) -> str:
+    """Optimizer steps behind a system (a specialist's steps are per task group; `specialists` of them)."""
     stages = recipe.stages
     backbone = [stages["backbone"].steps] if "backbone" in stages else []
     if name == "specialists":
         return f"{stages['specialists'].steps} each" + (f" after a {backbone[0]}-step backbone" if backbone else "")
     if name == "joint":
-        parts = [*backbone, 3 * stages["specialists"].steps, stages["warmup"].steps, stages["joint"].steps]
+        parts = [*backbone, specialists * stages["specialists"].steps, stages["warmup"].steps, stages["joint"].steps]
         return f"{sum(parts)} ({' + '.join(map(str, parts))})"
     return str(recipe.baselines[name.split("/")[1]].steps)
 
