@@ -199,12 +199,16 @@ class UniMoEAudio:
               progress: bool = False, video=None):
         """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given.
         With `video` (a path, or frames as `request` takes them) it is music for that video
-        (video-to-music; the caption may then be empty), as long as the video unless `duration` says."""
+        (video-to-music; the caption may then be empty), as long as the video unless `duration` says
+        (then for the video's first `duration` seconds)."""
         if video is None and (not caption or not caption.strip()):
             raise UniMoEError("the music caption is empty")
         request = self.request("v2m" if video is not None else "t2m", caption=caption or "", video=video)
         if video is not None and duration is None:
             duration = self.video_seconds(request.video)
+        elif video is not None:  # music for the video's first `duration` seconds: later frames are not shown
+            request.video = request.video[: max(1, math.ceil(self.music_frames(duration) / self.codec.frame_rate
+                                                             * self.model.config.vision.fps))]
         if config is None:
             config = self.default_config(request.task, duration=duration)
         elif duration is not None:  # `duration` fixes the length whatever the config says
