@@ -6,7 +6,8 @@ accelerate. Logs go to TensorBoard, `metrics.jsonl` and a tqdm bar; a loss-curve
 the end. Checkpoints are single files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
 A stage that starts afresh seeds its RNGs from (seed, stage name), so its losses do not depend on
-what ran before it in the same process.
+what ran before it in the same process. A run whose estimated memory per process exceeds what the
+device has is refused at construction (train/memory.py), before the model moves or a step runs.
 Under FSDP a checkpoint is a directory of shards (step-N.dcp/), also renamed into place when complete.
 
 Data order does not depend on the process layout: optimizer step s consumes the global
@@ -43,6 +44,7 @@ from unimoe_audio.moe import AuxLossSchedule
 from unimoe_audio.train import sharding
 from unimoe_audio.train.config import StageConfig
 from unimoe_audio.train.distributed import DistInfo, all_sum, all_sum_named, gather_objects
+from unimoe_audio.train.memory import check_training_memory
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.(pt|dcp)$")  # a single file (DDP, one process) or FSDP's shards
 
@@ -149,8 +151,12 @@ class Trainer:
             raise UniMoEError(f"align_layer {config.align_layer} / align_heads {config.align_heads} do not fit a model of "
                               f"{shape.num_layers} layers and {shape.num_heads} heads")
         self.device = self.dist.device
-        self.model = model.to(self.device)
         self.fsdp = config.parallel == "fsdp" and self.dist.enabled  # one process: nothing to shard
+        longest = max((i for i, g in enumerate(groups) if g in wanted), key=lambda i: lengths[i])
+        length = collate([train_set[longest]])["tokens"].shape[-1]
+        check_training_memory(model, self.micro_batch, length, self.device, world, self.fsdp,
+                              config.activation_checkpointing)
+        self.model = model.to(self.device)
         if self.fsdp:
             self.skeleton = sharding.shard(self.model, self.dist.world_size, self.device, config.activation_checkpointing)
         self.optimizer = build_optimizer(self.model, config)
