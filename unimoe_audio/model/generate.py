@@ -127,6 +127,13 @@ def released_sample(logits: torch.Tensor, temperature: float, top_k: int, top_p:
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+def guidance_of(request: Request, config: GenerationConfig) -> float:
+    """The guidance scale a request decodes with: its own, else the config's, else the task default."""
+    if request.guidance_scale is not None:
+        return request.guidance_scale
+    return DEFAULT_GUIDANCE[config.decoding][request.task] if config.guidance_scale is None else config.guidance_scale
+
+
 class Decoding:
     """A batch being decoded: `step()` chooses one frame for every request in it; requests join
     (`join`, their prompts prefilled) and leave (`drop`) between steps.
@@ -173,12 +180,7 @@ class Decoding:
 
     def accepts(self, request: Request) -> bool:
         """Whether `request` can join: an unguided batch has no unconditional rows for a guided one."""
-        return self.guided or self._scale(request) == 0
-
-    def _scale(self, r: Request) -> float:
-        c = self.config
-        return (r.guidance_scale if r.guidance_scale is not None else DEFAULT_GUIDANCE[c.decoding][r.task]
-                if c.guidance_scale is None else c.guidance_scale)
+        return self.guided or guidance_of(request, self.config) == 0
 
     def join(self, requests: list[Request]) -> list[int]:
         """Prefill `requests` and add them to the batch; returns their ids."""
@@ -225,7 +227,7 @@ class Decoding:
         self._next_id += len(requests)
         long = dict(dtype=torch.long, device=device)
         new = {
-            "scales": torch.tensor([self._scale(r) for r in requests], device=device),
+            "scales": torch.tensor([guidance_of(r, c) for r in requests], device=device),
             "eos_factor": torch.tensor([DEFAULT_EOS_FACTOR[c.decoding][r.task] if c.eos_logit_factor is None
                                         else c.eos_logit_factor for r in requests], device=device),
             "max_frames": torch.tensor(max_frames, **long),
@@ -387,8 +389,8 @@ class Generator:
         them uses guidance; pass True to let guided requests join later."""
         if not requests:
             raise UniMoEError("nothing to generate: no requests")
-        batch = Decoding(self, config, guided=False)
-        batch.guided = guided if guided is not None else any(batch._scale(r) != 0 for r in requests)
+        guided = guided if guided is not None else any(guidance_of(r, config) != 0 for r in requests)
+        batch = Decoding(self, config, guided)
         batch.join(requests)
         return batch
 
