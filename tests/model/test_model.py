@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from unimoe_audio.codec import DelayPattern
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import (IGNORE, FrontendPrompts, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
                                 save_model)
+from unimoe_audio.model import pipeline
 from unimoe_audio.model.frontend import english_ipa, mandarin_pinyin
 
 from .conftest import K, tiny_config
@@ -122,3 +124,27 @@ def test_save_and_load_round_trip(frontend, examples, tmp_path):
     (tmp_path / "dense" / "model.safetensors").replace(tmp_path / "model.safetensors")
     with pytest.raises(UniMoEError, match="does not match"):
         load_model(tmp_path)
+
+
+def test_half_precision_storage_loads_into_float32(frontend, examples, tmp_path):
+    model, collate = make(frontend)
+    save_model(tmp_path, model, frontend, dtype=torch.float16)
+    stored = load_file(str(tmp_path / "model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    loaded, _ = load_model(tmp_path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value.half().float()), name
+    batch = collate(examples)
+    torch.testing.assert_close(loaded(**batch).example_losses, model(**batch).example_losses, rtol=1e-2, atol=1e-2)
+
+
+def test_a_shipped_model_loads_by_name(frontend, tmp_path, monkeypatch):
+    model, _ = make(frontend)
+    save_model(tmp_path / "shipped" / "small-one", model, frontend)
+    monkeypatch.setattr(pipeline, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.chdir(tmp_path)
+    loaded, _ = load_model("small-one")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(UniMoEError, match="no model at other-one.*shipped: small-one"):
+        load_model("other-one")

@@ -1,5 +1,5 @@
-"""`unimoe-audio generate`: speech (tts, clone), music or music for a video (v2m) from a trained model
-directory or a released checkpoint folder (which defaults to the released prompts and decoding)."""
+"""`unimoe-audio generate`: speech (tts, clone), music or music for a video (v2m) from the shipped model,
+a trained model directory or a released checkpoint folder (which defaults to the released prompts and decoding)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 
 from unimoe_audio.codec import save_audio
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model import GenerationConfig, UniMoEAudio
+from unimoe_audio.model import DEFAULT_MODEL, GenerationConfig, UniMoEAudio
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate speech or music with a trained model")
-    p.add_argument("--model", type=Path, required=True,
-                   help="model directory (save_pretrained output, a released checkpoint folder or a converted one)")
+    p.add_argument("--model", type=Path, default=Path(DEFAULT_MODEL),
+                   help="model directory (save_pretrained output, a released checkpoint folder or a converted one); "
+                        f"default: the shipped model, {DEFAULT_MODEL!r}")
     p.add_argument("--task", choices=("tts", "clone", "music", "v2m"), required=True)
     p.add_argument("--text", default="", help="what to say (tts, clone)")
     p.add_argument("--language", choices=("en", "zh"), default="en")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_MODEL: Path | None = None  # the model the project ships, once it ships one
+from unimoe_audio.model import DEFAULT_MODEL
+
 SHUTDOWN_SECONDS = 30  # on Ctrl-C / SIGTERM in-flight requests get this long to finish, then are cancelled
 COMMANDS = {  # name: (help, default port)
     "serve": ("serve the model over HTTP (OpenAI-compatible speech API, music, cloning) and the web page at /", 8000),
@@ -16,8 +17,9 @@ COMMANDS = {  # name: (help, default port)
 def register(subparsers) -> None:
     for command, (help_, port) in COMMANDS.items():
         p = subparsers.add_parser(command, help=help_)
-        p.add_argument("--model", type=Path, default=DEFAULT_MODEL, required=DEFAULT_MODEL is None,
-                       help="model directory (save_pretrained output, a released checkpoint folder or a converted one)")
+        p.add_argument("--model", type=Path, default=Path(DEFAULT_MODEL),
+                       help="model directory (save_pretrained output, a released checkpoint folder or a converted one); "
+                            f"default: the shipped model, {DEFAULT_MODEL!r}")
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=port)
         p.add_argument("--max-batch", type=int, default=8, help="requests decoded together (default 8)")

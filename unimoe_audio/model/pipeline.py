@@ -29,13 +29,30 @@ from unimoe_audio.model.transformer import UniMoEAudioModel
 from unimoe_audio.video import read_video
 
 MODEL_TYPE = "unimoe-audio"
+SHIPPED = Path(__file__).resolve().parents[1] / "weights"  # models that ship inside the package, by name
+DEFAULT_MODEL = "pretrained"
 FRAMES_PER_WORD = 25  # generous upper bound on speech length: 0.5 s per word / 3 Mandarin characters
 
 
-def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFrontend) -> Path:
+def model_directory(model: str | Path) -> Path:
+    """The directory of a model: `model` itself if it exists, else the shipped model of that name."""
+    path = Path(model)
+    if path.exists():
+        return path
+    if (SHIPPED / str(model)).is_dir():
+        return SHIPPED / str(model)
+    shipped = sorted(d.name for d in SHIPPED.iterdir() if d.is_dir()) if SHIPPED.is_dir() else []
+    raise UniMoEError(f"no model at {path}, and no shipped model of that name (shipped: {', '.join(shipped) or 'none'})")
+
+
+def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFrontend,
+               dtype: torch.dtype | None = None) -> Path:
+    """Config, front-end and weights (floating-point ones stored as `dtype` if given, e.g. float16;
+    `load_model` reads them back into the model's float32)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
+             for k, v in model.state_dict().items()}
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     frontend.save(directory / "frontend.json")
@@ -44,7 +61,7 @@ def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFro
 
 
 def load_model(directory: str | Path, device: str = "cpu") -> tuple[UniMoEAudioModel, TextFrontend]:
-    directory = Path(directory)
+    directory = model_directory(directory)
     raw = read_config(directory)
     if raw.pop("model_type", None) != MODEL_TYPE:
         raise UniMoEError(f"{directory} does not hold a UniMoE-Audio model (model_type is not {MODEL_TYPE!r})")
@@ -102,10 +119,12 @@ class UniMoEAudio:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> "UniMoEAudio":
-        """A model saved by `save_pretrained`, a released checkpoint folder or one converted from it
-        (`dtype`: the weights' dtype for released folders; their stored dtype by default)."""
+        """A model saved by `save_pretrained`, a released checkpoint folder or one converted from it,
+        or a shipped model by name (`"pretrained"`, the default model); `dtype`: the weights' dtype
+        for released folders (their stored dtype by default)."""
         from unimoe_audio.model.released import ReleasedUniMoEAudio, is_released_or_converted
 
+        directory = model_directory(directory)
         if is_released_or_converted(directory):
             return ReleasedUniMoEAudio.load(directory, device, dtype)
         model, frontend = load_model(directory, device)
@@ -113,8 +132,9 @@ class UniMoEAudio:
             raise UniMoEError(f"{directory} has no codec/ directory")
         return cls(model, frontend, load_codec(Path(directory) / "codec"))
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        save_model(directory, self.model, self.frontend)
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """The model directory; `dtype` (e.g. torch.float16) halves the weights' storage."""
+        save_model(directory, self.model, self.frontend, dtype)
         self.codec.save_pretrained(Path(directory) / "codec")
         return Path(directory)
 
