@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from unimoe_audio.codec import DelayPattern
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model import (IGNORE, FrontendPrompts, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
+from unimoe_audio.model import (DEFAULT_MODEL, IGNORE, FrontendPrompts, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
                                 save_model)
 from unimoe_audio.model import pipeline
 from unimoe_audio.model.frontend import english_ipa, mandarin_pinyin
@@ -148,3 +148,6 @@ def test_a_shipped_model_loads_by_name(frontend, tmp_path, monkeypatch):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
     with pytest.raises(UniMoEError, match="no model at other-one.*shipped: small-one"):
         load_model("other-one")
+    monkeypatch.setattr(pipeline, "SHIPPED", tmp_path / "none-shipped")
+    with pytest.raises(UniMoEError, match="ships no trained model yet.*--model DIR"):
+        load_model(DEFAULT_MODEL)

@@ -42,6 +42,9 @@ def model_directory(model: str | Path) -> Path:
     if (SHIPPED / str(model)).is_dir():
         return SHIPPED / str(model)
     shipped = sorted(d.name for d in SHIPPED.iterdir() if d.is_dir()) if SHIPPED.is_dir() else []
+    if not shipped and str(model) == DEFAULT_MODEL:
+        raise UniMoEError("this version ships no trained model yet (docs/pretrained.md); give a model directory "
+                          "(--model DIR), e.g. runs/curriculum-tiny/joint/model after `unimoe-audio quickstart`")
     raise UniMoEError(f"no model at {path}, and no shipped model of that name (shipped: {', '.join(shipped) or 'none'})")
 
 
