@@ -161,9 +161,11 @@ class Trainer:
         length = collate([train_set[longest]])["tokens"].shape[-1]
         check_training_memory(model, self.micro_batch, length, self.device, world, self.fsdp,
                               config.activation_checkpointing)
-        self.model = model.to(self.device)
-        if self.fsdp:
-            self.skeleton = sharding.shard(self.model, self.dist.world_size, self.device, config.activation_checkpointing)
+        if self.fsdp:  # fully_shard moves each block to the device as it shards it: the whole model never is there
+            self.skeleton = sharding.shard(model, self.dist.world_size, self.device, config.activation_checkpointing)
+        else:
+            model = model.to(self.device)
+        self.model = model
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
         self.aux = AuxLossSchedule(config.aux_start, config.aux_end, config.aux_steps)
