@@ -383,14 +383,14 @@ class Trainer:
                               f"with the same `parallel` setting and number of processes")
         try:
             if self.fsdp:
-                state = sharding.load(path, self.model, self.optimizer, self.device)
-            elif self.ep:  # the single-process format: every process takes its experts' part
+                state = sharding.load(path, self.model, self.optimizer)
+            else:  # onto the CPU: torch.set_rng_state takes CPU tensors only; the weights are copied over
                 state = torch.load(path, map_location="cpu", weights_only=False)
-                expert_parallel.load_state(self.model, self.optimizer, state["model"], state["optimizer"])
-            else:
-                state = torch.load(path, map_location=self.device, weights_only=False)
-                self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
+                if self.ep:  # the single-process format: every process takes its experts' part
+                    expert_parallel.load_state(self.model, self.optimizer, state["model"], state["optimizer"])
+                else:
+                    self.model.load_state_dict(state["model"])
+                    self.optimizer.load_state_dict(state["optimizer"])
         except (OSError, RuntimeError, EOFError) as err:
             raise UniMoEError(f"checkpoint {path} cannot be read ({err}); delete it to resume from an earlier one") from None
         self.scheduler.load_state_dict(state["scheduler"])
