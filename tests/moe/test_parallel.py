@@ -1,4 +1,5 @@
-"""Expert parallelism with 2 CPU processes (gloo): the same outputs and gradients as one process."""
+"""Expert parallelism with 2 CPU processes (gloo): the same outputs and gradients as one process,
+also when one process's experts receive no token."""
 
 import copy
 import json
@@ -11,7 +12,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.moe import DCMoE, DCMoEConfig
+from unimoe_audio.moe import DCMoE, DCMoEConfig, dispatch
 from unimoe_audio.moe.parallel import expert_parameter_names, shard_experts
 
 TOKENS, D = 24, 16  # per process
@@ -58,6 +59,18 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             mine_grad, full = getattr(ep.experts, name).grad, getattr(layer.experts, name).grad[local]
             errors[f"{name}_grad"] = (mine_grad - full).abs().max().item()
             errors[f"{name}_grad_size"] = full.abs().max().item()
+        # Every token chooses experts 0 and 1 (rank 0's), none chooses rank 1's; with the sorted dispatch
+        # (always on GPU) rank 1 must still join the backward exchanges, or rank 0 waits forever.
+        dispatch.SMALL_EXPERT = 0
+        idle = copy.deepcopy(layer)
+        with torch.no_grad():
+            idle.gate.weight.zero_()
+            idle.gate.weight[:2] = 1.0
+        shard_experts(idle)
+        positive = x_all.detach()[mine].abs().requires_grad_()
+        (idle(positive).hidden_states * probe[mine]).sum().backward()
+        errors["idle_grad"] = idle.experts.w_up.grad.abs().max().item() if rank == 1 else 0.0
+        errors["idle_input_grad_missing"] = float(positive.grad is None)
         try:
             shard_experts(DCMoE(DCMoEConfig(hidden_size=D, num_routed=3, routed_size=8)))
             errors["layout_error"] = ""

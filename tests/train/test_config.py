@@ -32,10 +32,19 @@ def test_unknown_keys_are_named_in_the_error(data, words):
     ({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"), ({"warmup_ratio": 1.5}, "warmup_ratio"),
     ({"batch_size": 6, "grad_accum": 4}, "grad_accum"), ({"mix": "weird"}, "mix"), ({"subset": 0.0}, "subset"),
     ({"parallel": "zero3"}, "parallel must be one of"),
+    ({"expert_parallel": 2}, "group size of parallel: ep"), ({"parallel": "ep", "expert_parallel": -1}, "expert_parallel"),
+    ({"parallel": "ep", "activation_checkpointing": True}, "fsdp only"),
 ])
 def test_impossible_values_are_rejected(fields, word):
     with pytest.raises(UniMoEError, match=word):
         StageConfig(**fields)
+
+
+def test_expert_parallelism_is_refused_for_dense_stages_when_the_recipe_is_read():
+    assert recipe_from_dict({"stages": {"joint": {"parallel": "ep", "expert_parallel": 4}}}).stages["joint"].expert_parallel == 4
+    for data in ({"stages": {"specialists": {"parallel": "ep"}}}, {"baselines": {"naive-joint": {"parallel": "ep"}}}):
+        with pytest.raises(UniMoEError, match="train dense models"):
+            recipe_from_dict(data)
 
 
 def test_wrong_types_are_rejected_with_the_key():

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("finetune", help="fine-tune a released-format checkpoint on a corpus (full or LoRA)",
                               description="Uses the checkpoint's tokenizer, prompts and DAC codec (the corpus is encoded "
                                           "with it if it has no tokens yet). Runs under torchrun unchanged (DDP; FSDP with "
-                                          "--set parallel=fsdp); "
+                                          "--set parallel=fsdp, expert parallelism with --set parallel=ep); "
                                           "re-running the same command resumes.")
     p.add_argument("--model", required=True, help="released (or converted) checkpoint folder")
     p.add_argument("--corpus", required=True, help="corpus folder (train.jsonl, validation.jsonl, audio/)")

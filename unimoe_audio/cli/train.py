@@ -12,7 +12,8 @@ from unimoe_audio.train.distributed import setup, teardown
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="run a training recipe: specialists -> warm-up -> joint, and baselines",
-                              description="Runs under torchrun / accelerate launch unchanged (DDP, or FSDP with a stage's `parallel: fsdp`; "
+                              description="Runs under torchrun / accelerate launch unchanged (DDP; FSDP with a stage's `parallel: fsdp`, "
+                                          "expert parallelism with `parallel: ep`; "
                                           "gloo on CPU, NCCL on GPU). "
                                           "Re-running the same recipe resumes where it stopped.")
     p.add_argument("--config", type=Path, required=True, help="recipe YAML (see configs/)")

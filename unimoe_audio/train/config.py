@@ -40,9 +40,10 @@ from unimoe_audio.model import UniMoEAudioConfig
 from unimoe_audio.model.config import PRESETS
 from unimoe_audio.moe import DCMoEConfig
 
-PARALLEL = ("ddp", "fsdp")
+PARALLEL = ("ddp", "fsdp", "ep")
 STAGES = ("backbone", "specialists", "warmup", "joint")  # backbone: optional, only when the recipe lists it
 BASELINES = ("naive-joint", "dense-balanced", "top-k", "scratch")
+DENSE = ("backbone", "specialists", "naive-joint", "dense-balanced")  # stages and baselines without a DCMoE
 # `model:` keys a recipe may not set, and what sets them instead.
 MODEL_DETERMINED = {
     "num_codebooks": "the codec (its number of codebooks)",
@@ -90,7 +91,9 @@ class StageConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     max_bad_steps: int = 10  # NaN/inf losses tolerated (step skipped) before stopping
-    parallel: str = "ddp"  # under torchrun: ddp (replicated) or fsdp (fully_shard per block, train/sharding.py)
+    parallel: str = "ddp"  # under torchrun: ddp (replicated), fsdp (fully_shard per block, train/sharding.py)
+    # or ep (routed experts split over the processes, the rest under DDP, train/expert_parallel.py)
+    expert_parallel: int = 0  # ep: processes that split one layer's experts (divides the process count); 0 = all
     activation_checkpointing: bool = False  # fsdp: recompute each block's activations in backward
 
     def __post_init__(self) -> None:
@@ -124,6 +127,12 @@ class StageConfig:
             raise _bad("align_weight and align_layer cannot be negative; align_heads and align_sigma must be positive")
         if self.parallel not in PARALLEL:
             raise _bad(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
+        if self.expert_parallel < 0 or (self.expert_parallel and self.parallel != "ep"):
+            raise _bad(f"expert_parallel is the group size of parallel: ep (0 = all processes), got {self.expert_parallel} "
+                       f"with parallel: {self.parallel}")
+        if self.parallel == "ep" and self.activation_checkpointing:
+            raise _bad("activation_checkpointing is implemented for parallel: fsdp only (train/sharding.py); "
+                       "turn it off for parallel: ep")
         if self.max_bad_steps < 0:
             raise _bad(f"max_bad_steps cannot be negative, got {self.max_bad_steps}")
         unknown = set(self.group_steps) - set(TASK_GROUPS)
@@ -214,6 +223,9 @@ class RecipeConfig:
                      if stage.group_steps and name != "specialists"]
         if per_group:
             raise _bad(f"group_steps is a setting of the specialists stage only (found under {per_group})")
+        dense = [name for name, stage in {**self.stages, **self.baselines}.items() if stage.parallel == "ep" and name in DENSE]
+        if dense:
+            raise _bad(f"parallel: ep splits the routed experts of a DCMoE, but {dense} train dense models; use ddp or fsdp there")
         self.specialist_config()  # the model section, checked when the recipe is read
 
     @property

@@ -75,13 +75,14 @@ def save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, trainer
     dist.barrier()
 
 
-def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> dict:
-    """Restore model and optimizer shards from `path` (resharding if needed); returns trainer.pt."""
+def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model and optimizer shards from `path` (resharding if needed); returns trainer.pt
+    (on the CPU, where torch.set_rng_state wants its RNG states)."""
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
     dcp.load(state, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    return torch.load(path / TRAINER_STATE, map_location=device, weights_only=False)
+    return torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)
 
 
 def read_model(path: Path, model: nn.Module) -> dict:

@@ -1,14 +1,15 @@
 """The training loop shared by every curriculum stage and baseline.
 
 AdamW + linear warm-up + cosine decay; gradient accumulation and clipping; fp32 on CPU, bf16
-autocast on GPU; DDP (or FSDP with `parallel: fsdp`, train/sharding.py) when launched by torchrun /
-accelerate. Logs go to TensorBoard, `metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at
-the end. Checkpoints are single files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
+autocast on GPU; DDP (or FSDP with `parallel: fsdp`, train/sharding.py, or expert parallelism with
+`parallel: ep`, train/expert_parallel.py) when launched by torchrun / accelerate. Logs go to
+TensorBoard, `metrics.jsonl` and a tqdm bar; a loss-curve PNG is drawn at the end. Checkpoints are single files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
 A stage that starts afresh seeds its RNGs from (seed, stage name), so its losses do not depend on
 what ran before it in the same process. A run whose estimated memory per process exceeds what the
 device has is refused at construction (train/memory.py), before the model moves or a step runs.
-Under FSDP a checkpoint is a directory of shards (step-N.dcp/), also renamed into place when complete.
+Under FSDP a checkpoint is a directory of shards (step-N.dcp/), also renamed into place when complete;
+under expert parallelism it is the single-process file, the experts gathered from every process.
 
 Data order does not depend on the process layout: optimizer step s consumes the global
 micro-batches s·A·W … s·A·W + A·W − 1 of the sampler (A = accumulation, W = processes), and
@@ -41,7 +42,8 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, save_figure, write_json
 from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attention_loss
 from unimoe_audio.moe import AuxLossSchedule
-from unimoe_audio.train import sharding
+from unimoe_audio.moe.parallel import expert_parameter_names, unshard_experts
+from unimoe_audio.train import expert_parallel, sharding
 from unimoe_audio.train.config import StageConfig
 from unimoe_audio.train.distributed import DistInfo, all_sum, all_sum_named, gather_objects
 from unimoe_audio.train.memory import check_training_memory
@@ -152,13 +154,18 @@ class Trainer:
                               f"{shape.num_layers} layers and {shape.num_heads} heads")
         self.device = self.dist.device
         self.fsdp = config.parallel == "fsdp" and self.dist.enabled  # one process: nothing to shard
+        self.ep = config.parallel == "ep" and self.dist.enabled
+        if self.ep:  # before anything else: a layout the processes or experts do not divide is refused here
+            expert_parallel.shard(model, config.expert_parallel, self.dist)
         longest = max((i for i, g in enumerate(groups) if g in wanted), key=lambda i: lengths[i])
         length = collate([train_set[longest]])["tokens"].shape[-1]
         check_training_memory(model, self.micro_batch, length, self.device, world, self.fsdp,
                               config.activation_checkpointing)
-        self.model = model.to(self.device)
-        if self.fsdp:
-            self.skeleton = sharding.shard(self.model, self.dist.world_size, self.device, config.activation_checkpointing)
+        if self.fsdp:  # fully_shard moves each block to the device as it shards it: the whole model never is there
+            self.skeleton = sharding.shard(model, self.dist.world_size, self.device, config.activation_checkpointing)
+        else:
+            model = model.to(self.device)
+        self.model = model
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, config))
         self.aux = AuxLossSchedule(config.aux_start, config.aux_end, config.aux_steps)
@@ -166,6 +173,9 @@ class Trainer:
         self.bad_steps = 0
         self.ddp = self.model
         if self.dist.enabled and not self.fsdp:
+            if self.ep:  # each process's expert shard is its own: DDP must not average it with the others'
+                nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                    self.model, expert_parameter_names(self.model))
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)  # routed experts nobody chose get no gradient
@@ -230,7 +240,9 @@ class Trainer:
         finite = bool(all_sum(torch.tensor([0.0 if finite else 1.0], device=self.device), self.dist).item() == 0)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if finite:
-            norm = nn.utils.clip_grad_norm_(params, c.clip_norm if c.clip_norm > 0 else float("inf"))
+            limit = c.clip_norm if c.clip_norm > 0 else float("inf")
+            norm = (expert_parallel.clip_grad_norm_(self.model, params, limit) if self.ep
+                    else nn.utils.clip_grad_norm_(params, limit))
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a DTensor
             self.optimizer.step()
         else:
@@ -268,7 +280,8 @@ class Trainer:
         the picture drawn at the end.
 
         The same fixed items every time: the first eval_batches × batch items of each group. Under FSDP
-        every forward is a collective, so a process out of items runs one more (discarded) batch."""
+        and expert parallelism every forward is a collective, so every process runs as many batches: one
+        out of items runs one more (discarded) batch."""
         if self.val_set is None:
             return {}
         self.ddp.eval()
@@ -282,7 +295,8 @@ class Trainer:
         for g in groups:
             items = [i for i, x in enumerate(self.val_set.groups) if x == g][:n]
             mine = items[self.dist.rank:: self.dist.world_size]
-            batches = math.ceil(len(items) / self.dist.world_size / self.micro_batch) if self.fsdp else None
+            collective = self.fsdp or self.ep
+            batches = math.ceil(len(items) / self.dist.world_size / self.micro_batch) if collective else None
             for start in range(0, len(mine) if batches is None else batches * self.micro_batch, self.micro_batch):
                 chosen = mine[start: start + self.micro_batch]
                 examples = self._examples(chosen or items[:1], self.val_set)
@@ -326,7 +340,12 @@ class Trainer:
                 "aux": self.aux.state_dict(), "sampler": self.sampler.state_dict()}
 
     def state_dict(self) -> dict:
-        return {**self.progress_state(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """The single-process checkpoint (under expert parallelism a collective: the experts are gathered)."""
+        if self.ep:
+            model, optimizer = expert_parallel.full_state(self.model, self.optimizer)
+        else:
+            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+        return {**self.progress_state(), "model": model, "optimizer": optimizer}
 
     def save_checkpoint(self) -> Path | None:
         """Write checkpoints/step-N.pt (FSDP: step-N.dcp/) atomically, then drop all but the newest
@@ -335,6 +354,7 @@ class Trainer:
         A failing write (full disk) leaves the previous checkpoints intact and raises UniMoEError."""
         rngs = gather_objects(rng_state(), self.dist)  # every process's RNG: router jitter differs by rank
         path = self.ckpt_dir / f"step-{self.step:07d}.{'dcp' if self.fsdp else 'pt'}"
+        state = None if self.fsdp else self.state_dict()  # every process: under EP it gathers the experts
         if not (self.dist.is_main or self.fsdp):
             return None
         try:
@@ -342,7 +362,7 @@ class Trainer:
                 sharding.save(path, self.model, self.optimizer, {**self.progress_state(), "rng": rngs}, self.dist.is_main)
             else:
                 with atomic_path(path) as tmp:
-                    torch.save({**self.state_dict(), "rng": rngs}, tmp)
+                    torch.save({**state, "rng": rngs}, tmp)
         except (UniMoEError, OSError) as err:  # unwritable folder or full disk
             previous = list_checkpoints(self.ckpt_dir)
             kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
@@ -363,11 +383,14 @@ class Trainer:
                               f"with the same `parallel` setting and number of processes")
         try:
             if self.fsdp:
-                state = sharding.load(path, self.model, self.optimizer, self.device)
-            else:
-                state = torch.load(path, map_location=self.device, weights_only=False)
-                self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
+                state = sharding.load(path, self.model, self.optimizer)
+            else:  # onto the CPU: torch.set_rng_state takes CPU tensors only; the weights are copied over
+                state = torch.load(path, map_location="cpu", weights_only=False)
+                if self.ep:  # the single-process format: every process takes its experts' part
+                    expert_parallel.load_state(self.model, self.optimizer, state["model"], state["optimizer"])
+                else:
+                    self.model.load_state_dict(state["model"])
+                    self.optimizer.load_state_dict(state["optimizer"])
         except (OSError, RuntimeError, EOFError) as err:
             raise UniMoEError(f"checkpoint {path} cannot be read ({err}); delete it to resume from an earlier one") from None
         self.scheduler.load_state_dict(state["scheduler"])
@@ -417,7 +440,9 @@ class Trainer:
         if self.dist.is_main and self.step > start_step:
             plot_losses(metrics_path, self.out_dir / "loss.png", self.name)
             plot_attention(self.out_dir / "attention", self.out_dir / "attention.png", self.name)
-        return sharding.gather(self.model, self.skeleton) if self.fsdp else self.model
+        if self.fsdp:
+            return sharding.gather(self.model, self.skeleton)
+        return unshard_experts(self.model) if self.ep else self.model
 
 
 class MetricsLog:
