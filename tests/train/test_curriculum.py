@@ -25,7 +25,7 @@ STAGE = {"steps": 3, "lr": 1e-3, "batch_size": 4, "eval_every": 3, "eval_batches
 def recipe_dict(corpus, out, **extra):
     return {"name": "test", "out": str(out), "corpus": {"path": str(corpus)}, "model": MODEL,
             "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 20,
-            "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced", "subset": 0.5},
+            "stages": {"specialists": dict(STAGE), "warmup": {**STAGE, "mix": "balanced", "subset": 0.5},
                        "joint": {**STAGE, "mix": "balanced", "aux_steps": 3}}, **extra}
 
 
