@@ -86,12 +86,12 @@ V2M_BPM = (90, 120, 150)
 V2M_KEYS = ((0, "major", "C major"), (9, "minor", "A minor"), (7, "major", "G major"))
 
 
-def click_track(bpm: float, seconds: float, tonic: int) -> np.ndarray:
-    """A short tone of the key's tonic on every beat."""
+def click_track(bpm: float, seconds: float, tonic: int, mode: str) -> np.ndarray:
+    """A short chord of the key's tonic triad on every beat."""
     t = np.arange(int(seconds * RATE)) / RATE
     phase = t % (60 / bpm)
-    tone = np.sin(2 * np.pi * 261.63 * 2 ** (tonic / 12) * t)
-    return (0.5 * tone * np.exp(-phase / 0.05)).astype(np.float32)
+    chord = sum(np.sin(2 * np.pi * 261.63 * 2 ** ((tonic + step) / 12) * t) for step in (0, 4 if mode == "major" else 3, 7))
+    return (0.2 * chord * np.exp(-phase / 0.05)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +112,7 @@ def video_corpus(corpus, tmp_path_factory):
             n = sum(V2M_ITEMS[s] for s in list(V2M_ITEMS)[: list(V2M_ITEMS).index(split)]) + i
             bpm, (tonic, mode, key) = V2M_BPM[n % 3], V2M_KEYS[n % 3]
             item_id = f"v2m-{split}-{i}"
-            sf.write(root / "audio" / f"{item_id}.wav", click_track(bpm, seconds, tonic), RATE)
+            sf.write(root / "audio" / f"{item_id}.wav", click_track(bpm, seconds, tonic, mode), RATE)
             beats = tuple(np.arange(0, seconds, 60 / bpm))
             render_video(Timeline(seconds, ((0.0, seconds, 60 + tonic),), beats, (), tonic, mode),
                          root / "videos" / f"{item_id}.mp4")
