@@ -2,7 +2,8 @@
 FSDP and expert parallelism on 1, 2, 4 and 8 devices. Computed, not measured.
 
 Parameters are counted on the meta device (`UniMoEAudioModel.empty`, no memory used); the LoRA
-adapters are peft's, built by `apply_lora` on that empty model. Bytes per parameter:
+adapters are peft's, built by `apply_lora` on that empty model. The arithmetic is
+`unimoe_audio.train.memory`'s, the one the trainer's start-up check uses. Bytes per parameter:
 
 - inference: 2 (bf16) or 4 (fp32) per weight;
 - full fine-tuning: 16 = bf16 weight 2 + bf16 gradient 2 + fp32 master weight 4 + AdamW m and v 8
@@ -21,48 +22,36 @@ from __future__ import annotations
 import argparse
 
 from unimoe_audio.model import UniMoEAudioConfig, UniMoEAudioModel
-from unimoe_audio.model.transformer import Block
 from unimoe_audio.train.finetune import LoRASettings, apply_lora
+from unimoe_audio.train.memory import GB, ParameterBytes, parameter_bytes, per_process
 
 RELEASED_TEXT_VOCAB = 151_936  # the released checkpoint's tokenizer (Qwen2.5-VL)
 DEVICES = (1, 2, 4, 8)
-GB = 1e9
+MODES = {"inference-bf16": "inference, bf16", "inference-fp32": "inference, fp32",
+         "lora": "LoRA rank 8, all targets", "full": "full fine-tuning (AdamW)"}
 
 
-def counts(config: UniMoEAudioConfig, lora_rank: int) -> dict[str, int]:
-    """Parameters: all, routed experts, the largest block, LoRA adapters (all, on routed experts)."""
+def mode_bytes(config: UniMoEAudioConfig, lora_rank: int) -> dict[str, ParameterBytes]:
+    """Parameter bytes of each mode (the bytes per parameter of the module docstring), and the
+    counts: `parameters` (all) and `adapters` (LoRA's) at one "byte" each."""
     model = UniMoEAudioModel.empty(config)
-    total = sum(p.numel() for p in model.parameters())
-    routed = sum(p.numel() for n, p in model.named_parameters() if ".experts.w_" in n)
-    block = max(sum(p.numel() for p in m.parameters()) for m in model.modules() if isinstance(m, Block))
-    adapters = [(n, p.numel()) for n, p in apply_lora(model, LoRASettings(rank=lora_rank)).named_parameters()
-                if p.requires_grad]
-    return {"total": total, "routed": routed, "block": block, "lora": sum(k for _, k in adapters),
-            "lora_routed": sum(k for n, k in adapters if ".experts." in n)}
+    out = {"inference-bf16": parameter_bytes(model, 2, 2), "inference-fp32": parameter_bytes(model, 4, 4),
+           "full": parameter_bytes(model, 16, 16), "parameters": parameter_bytes(model, 1, 1)}
+    lora = apply_lora(model, LoRASettings(rank=lora_rank))
+    return {**out, "lora": parameter_bytes(lora, frozen=2, trainable=16), "adapters": parameter_bytes(lora, 0, 1)}
 
 
-def per_device(c: dict[str, int], mode: str, layout: str, n: int) -> float:
-    """Bytes per device for `mode` (inference-bf16, inference-fp32, lora, full) under `layout` on n devices."""
-    weight = {"inference-bf16": 2, "inference-fp32": 4, "lora": 2, "full": 16}[mode]
-    lora, lora_routed = (c["lora"], c["lora_routed"]) if mode == "lora" else (0, 0)
-    if layout == "ddp":
-        return weight * c["total"] + 16 * lora
-    if layout == "ep":
-        rest, experts = c["total"] - c["routed"], c["routed"]
-        return weight * (rest + experts / n) + 16 * (lora - lora_routed + lora_routed / n)
-    compute = 4 if mode == "inference-fp32" else 2
-    gathered = 2 * compute * c["block"] + (2 * c["block"] if mode == "full" else 0)
-    return (weight * c["total"] + 16 * lora) / n + (gathered if n > 1 else 0)
+def per_device(b: ParameterBytes, mode: str, layout: str, n: int) -> float:
+    """Bytes per device for `mode` under `layout` (ddp, fsdp, ep) on n devices."""
+    return per_process(b, layout, n, compute_bytes=4 if mode == "inference-fp32" else 2, full_training=mode == "full")
 
 
-def table(c: dict[str, int]) -> str:
+def table(modes: dict[str, ParameterBytes]) -> str:
     rows = ["| what | layout | " + " | ".join(f"{n} device{'s' if n > 1 else ''}" for n in DEVICES) + " |",
             "|---|---|" + "---|" * len(DEVICES)]
-    names = {"inference-bf16": "inference, bf16", "inference-fp32": "inference, fp32",
-             "lora": "LoRA rank 8, all targets", "full": "full fine-tuning (AdamW)"}
-    for mode, label in names.items():
+    for mode, label in MODES.items():
         for layout in ("ddp", "fsdp", "ep"):
-            cells = [f"{per_device(c, mode, layout, n) / GB:.1f}" for n in DEVICES]
+            cells = [f"{per_device(modes[mode], mode, layout, n) / GB:.1f}" for n in DEVICES]
             rows.append(f"| {label} | {layout.upper()} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -72,12 +61,13 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=8)
     args = parser.parse_args()
     config = UniMoEAudioConfig.preset("paper", text_vocab_size=RELEASED_TEXT_VOCAB, ffn="moe")
-    c = counts(config, args.lora_rank)
-    print(f"parameters {c['total'] / 1e9:.2f} B (routed experts {c['routed'] / 1e9:.2f} B, largest block "
-          f"{c['block'] / 1e6:.0f} M); LoRA rank {args.lora_rank}: {c['lora'] / 1e6:.1f} M "
-          f"({c['lora_routed'] / 1e6:.1f} M on routed experts)")
+    modes = mode_bytes(config, args.lora_rank)
+    p, a = modes["parameters"], modes["adapters"]
+    print(f"parameters {(p.dense + p.routed) / 1e9:.2f} B (routed experts {p.routed / 1e9:.2f} B, largest block "
+          f"{p.block / 1e6:.0f} M); LoRA rank {args.lora_rank}: {(a.dense + a.routed) / 1e6:.1f} M "
+          f"({a.routed / 1e6:.1f} M on routed experts)")
     print("GB (1e9 bytes) per device, weights + gradients + optimizer states, activations excluded:\n")
-    print(table(c))
+    print(table(modes))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ RATE = 16_000  # the spectral codec's, and X-Sample-Rate
 def random_model(directory: Path) -> Path:
     """A random-weight model of the shipped model's size (configs/pretrained.yaml), saved to `directory`."""
     torch.manual_seed(0)
-    frontend = TextFrontend(list("abcdefghijklmnopqrstuvwxyz ,.'"), ["en_a", "en_b"])
+    frontend = TextFrontend.fit([{"task": "tts", "text": t, "language": "en", "speaker": v} for t in TEXTS
+                                 for v in ("en_a", "en_b")] + [{"task": "t2m", "caption": c} for c in CAPTIONS])
     k, codes = 8, 256
     config = UniMoEAudioConfig.preset("small", intermediate_size=1024, text_vocab_size=len(frontend), num_codebooks=k,
                                       codebook_size=codes, delays=tuple(range(k)))

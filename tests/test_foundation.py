@@ -61,26 +61,6 @@ def test_a_corrupt_rebuildable_json_file_is_read_as_missing_with_a_warning(tmp_p
     assert "corrupt" in capsys.readouterr().err and read_json(tmp_path / "none.json", "") is None
 
 
-def test_layers_import_only_downward():
-    """errors/io -> moe, codec, video -> data -> model -> train -> eval -> serve -> cli: no module imports a higher layer."""
-    import ast
-    from pathlib import Path
-
-    import unimoe_audio
-
-    rank = {"errors": 0, "io": 0, "moe": 1, "codec": 1, "video": 1, "data": 2, "model": 3, "train": 4, "eval": 5, "serve": 6, "cli": 7}
-    root = Path(unimoe_audio.__file__).parent
-    for path in root.rglob("*.py"):
-        layer = path.relative_to(root).parts[0].removesuffix(".py")
-        if layer not in rank:
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("unimoe_audio."):
-                target = node.module.split(".")[1]
-                assert rank[target] <= rank[layer], f"{path.relative_to(root)} imports {node.module}"
-    assert rank["data"] < rank["eval"]
-
-
 def test_reading_a_corpus_does_not_load_the_corpus_builder():
     import subprocess
     import sys

@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from unimoe_audio.errors import UniMoEError
 
@@ -50,15 +50,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as a PNG atomically (laid out tightly) and close it."""
+def save_figure(fig, out: str | os.PathLike | BinaryIO, dpi: int = 110) -> str | os.PathLike | BinaryIO:
+    """Save a matplotlib figure as a PNG (laid out tightly) to a path, atomically, or to a binary
+    file, and close it. Returns `out`."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+    if isinstance(out, (str, os.PathLike)):
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    else:
+        fig.savefig(out, format="png", dpi=dpi)
     plt.close(fig)
-    return Path(path)
+    return out
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any | None:

@@ -56,6 +56,34 @@ def test_a_mixed_batch_equals_each_request_alone(api, examples):
         assert torch.equal(api.generator.run([req], config)[0], codes)
 
 
+@pytest.mark.parametrize("first", [2, 3])  # the clone prompt is the longest, the music's the shortest
+def test_requests_joining_a_running_batch_get_what_they_get_alone(api, examples, first):
+    """Continuous batching: requests that join between decode steps, with prompts longer or
+    shorter than the batch's, each get exactly their greedy codes alone (guided rows included)."""
+    config = GenerationConfig(max_frames=14, min_frames=6, temperature=0.0)
+    reqs = requests(examples)
+    batch = api.generator.decoding([reqs[first]], config, guided=True)
+    codes = {i: [] for i in batch.ids}
+    for step in range(12):
+        if step in (3, 5):
+            joining = [reqs[0]] if step == 3 else [reqs[5 - first], reqs[1]]
+            codes.update({i: [] for i in batch.join(joining)})
+        for i, (frame, _) in batch.step().items():
+            codes[i].append(frame)
+        batch.drop(batch.finished())
+    while batch.ids:
+        for i, (frame, _) in batch.step().items():
+            codes[i].append(frame)
+        batch.drop(batch.finished())
+    order = [first, 0, 5 - first, 1]
+    pattern = api.generator.pattern
+    for i, r in enumerate(order):
+        frames = torch.stack(codes[i], dim=-1)[None]
+        alone = api.generator.run([reqs[r]], config)[0]
+        assert torch.equal(pattern.revert(frames)[0, :, : alone.shape[1]], alone)
+        assert frames.shape[-1] == alone.shape[1] + 1 + pattern.max_delay  # it left as soon as it ended
+
+
 def test_guidance_scale_changes_the_output(api, examples):
     reqs = requests(examples)[3:]  # music
     plain = api.generator.run(reqs, GenerationConfig(max_frames=10, min_frames=10, temperature=0.0, guidance_scale=0.0))
@@ -263,7 +291,7 @@ def test_unseeded_generation_leaves_the_callers_random_state_alone(api, examples
 def test_quickstart_samples_only_what_the_corpus_has(api, tmp_path, capsys):
     import json
 
-    from unimoe_audio.cli.quickstart import samples
+    from unimoe_audio.workflows.quickstart import samples
 
     english = {"id": "e", "task": "tts", "group": "speech-en", "language": "en", "text": "Hi.", "speaker": "en_slt",
                "audio": "e.wav"}

@@ -40,7 +40,7 @@ def run(api, make_jobs, max_batch=8, during=None):
             scheduler.submit(j)
         scheduler.start()
         if during is not None:
-            await during(jobs)
+            await during(jobs, scheduler)
         return await asyncio.gather(*(collect(j) for j in jobs))
 
     try:
@@ -104,7 +104,7 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_are_unchanged(api):
         made[:] = [job(api, loop, "t2m", chunk_frames=25, duration=20.0), job(api, loop, "t2m", duration=2.0)]
         return made
 
-    async def cancel_after_first_chunk(jobs):
+    async def cancel_after_first_chunk(jobs, _):
         first = await jobs[0].get()
         assert isinstance(first, np.ndarray)
         jobs[0].cancel()
@@ -114,6 +114,23 @@ def test_a_cancelled_request_leaves_the_batch_and_the_others_are_unchanged(api):
     assert np.array_equal(results[1], alone(api, made[1]))
     frames = metrics.frames.collect()[0].samples[0].value
     assert frames < 1000 + 100  # the 20 s row stopped long before its 1000 frames
+
+
+def test_a_request_arriving_while_a_batch_runs_joins_it_between_steps(api):
+    """Continuous batching: speech submitted while music decodes joins the running batch (no
+    second batch opens) and gets exactly the audio it gets alone."""
+    late = []
+
+    async def submit_late(jobs, scheduler):
+        assert isinstance(await jobs[0].get(), np.ndarray)  # the music is decoding
+        late.append(job(api, asyncio.get_running_loop(), "tts"))
+        scheduler.submit(late[0])
+        late.append(await collect(late[0]))
+
+    results, metrics = run(api, lambda loop: [job(api, loop, "t2m", chunk_frames=5, duration=3.0)], during=submit_late)
+    assert isinstance(results[0], np.ndarray)
+    assert metrics.joined.collect()[0].samples[0].value == 1 and batches(metrics) == [1, 1]
+    assert np.array_equal(late[1], alone(api, late[0]))
 
 
 def test_a_request_cancelled_while_waiting_never_runs(api):

@@ -14,6 +14,7 @@ import soundfile as sf
 from playwright.sync_api import expect, sync_playwright
 
 TIMEOUT_MS = 60_000  # hang guard, not a performance bound
+expect.set_options(timeout=TIMEOUT_MS)  # assertions wait as long as actions (a busy machine loads the page slowly)
 SPEECH = {"input": "Rice is served.", "seed": 7}  # in the voice the page picks first
 # the player's <audio> elements, the waveform's inside its shadow root included
 PLAYER_DURATIONS = """() => [...document.querySelectorAll('#result-audio, #result-audio *')]
@@ -67,6 +68,7 @@ def test_speech_from_the_page_plays_the_audio_the_api_makes(page, server, screen
     assert rate == 16_000 and len(shown) > 0
     assert page.evaluate(PLAYER_DURATIONS)[0] == pytest.approx(len(shown) / rate, abs=0.05)
     assert np.array_equal(shown, np.frombuffer(api.content, dtype="<i2"))  # same request, same seed, same audio
+    assert 'unimoe_requests_total{endpoint="page-speech",outcome="ok"} 1.0' in server.client.get("/metrics").text
 
 
 def test_an_uploaded_voice_prompt_is_checked_like_the_apis(page, tmp_path):
@@ -80,8 +82,9 @@ def test_an_uploaded_voice_prompt_is_checked_like_the_apis(page, tmp_path):
     expect(page.get_by_text("the voice prompt is silent").first).to_be_visible()
 
 
-def test_a_mistake_shows_the_projects_message_not_a_traceback(page):
+def test_a_mistake_shows_the_projects_message_not_a_traceback(page, server):
     page.get_by_role("tab", name="Music").click()
     page.locator("#music-generate").click()  # no caption
     expect(page.get_by_text("caption is empty").first).to_be_visible()
     assert "Traceback" not in page.content()
+    assert 'unimoe_requests_total{endpoint="page-music",outcome="invalid"} 1.0' in server.client.get("/metrics").text

@@ -25,7 +25,7 @@ STAGE = {"steps": 3, "lr": 1e-3, "batch_size": 4, "eval_every": 3, "eval_batches
 def recipe_dict(corpus, out, **extra):
     return {"name": "test", "out": str(out), "corpus": {"path": str(corpus)}, "model": MODEL,
             "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 20,
-            "stages": {"specialists": dict(STAGE), "warmup": {**STAGE, "mix": "balanced", "subset": 0.5},
+            "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced", "subset": 0.5},
                        "joint": {**STAGE, "mix": "balanced", "aux_steps": 3}}, **extra}
 
 
@@ -133,7 +133,7 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
 def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tmp_path):
     """With a backbone stage every specialist starts from the backbone's weights (not from scratch),
     the guided alignment is logged, and eval-checkpoints scores each kept checkpoint with the judges."""
-    from unimoe_audio.eval.checkpoints import judge_checkpoints
+    from unimoe_audio.workflows.checkpoints import judge_checkpoints
     from unimoe_audio.model import load_model
 
     guided = {**STAGE, "align_weight": 1.0, "align_layer": 1}
@@ -200,16 +200,16 @@ def test_group_steps_set_one_specialists_length(corpus, tmp_path):
     """`group_steps` gives one group's specialist its own length; it is refused outside the
     specialists stage and for unknown groups."""
     data = recipe_dict(corpus, tmp_path / "run")
-    data["stages"]["specialists"]["group_steps"] = {"music": 2}
+    data["stages"]["specialists"] = {**STAGE, "group_steps": {"music": 2}}
     run_recipe(recipe_from_dict(data), "specialists", progress=False)
     steps = {g: [json.loads(line) for line in (tmp_path / "run" / "specialists" / g / "metrics.jsonl").open()][-1]["step"]
              for g in ("speech-en", "music")}
     assert steps["music"] == 2 and steps["speech-en"] == data["stages"]["specialists"]["steps"]
-    data["stages"]["joint"]["group_steps"] = {"music": 3}
+    data["stages"]["joint"] = {**data["stages"]["joint"], "group_steps": {"music": 3}}
     with pytest.raises(UniMoEError, match="specialists stage only"):
         recipe_from_dict(data)
-    data["stages"]["joint"]["group_steps"] = {}
-    data["stages"]["specialists"]["group_steps"] = {"video": 3}
+    data["stages"]["joint"] = {**data["stages"]["joint"], "group_steps": {}}
+    data["stages"]["specialists"] = {**STAGE, "group_steps": {"video": 3}}
     with pytest.raises(UniMoEError, match="group_steps"):
         recipe_from_dict(data)
 

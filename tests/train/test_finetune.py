@@ -15,6 +15,7 @@ from unimoe_audio.cli.main import main
 from unimoe_audio.data import TokenDataset
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, Request, SequenceCollator, UniMoEAudio, UniMoEAudioModel
+from unimoe_audio.train import memory
 from unimoe_audio.train.config import StageConfig
 from unimoe_audio.train.finetune import FinetuneConfig, LoRASettings, apply_lora, finetune
 
@@ -122,7 +123,7 @@ def test_lora_trains_only_adapters_saves_them_alone_and_a_merged_model_that_gene
     assert codes.shape[0] == 12 and 0 < codes.shape[1] <= 8
 
 
-def test_bad_input_is_refused_before_training(setup, tmp_path, capsys):
+def test_bad_input_is_refused_before_training(setup, tmp_path, capsys, monkeypatch):
     ckpt, corpus = setup
     other = tmp_path / "other-codec"
     shutil.copytree(corpus, other, ignore=shutil.ignore_patterns("tokens"))
@@ -134,6 +135,13 @@ def test_bad_input_is_refused_before_training(setup, tmp_path, capsys):
     config = FinetuneConfig(model=str(ckpt), corpus=str(other), out=str(tmp_path / "x"), stage=stage(1, 1e-3))
     with pytest.raises(UniMoEError, match=r"encoded with a spectral codec of 4×64 codes.*dac with 12×1024"):
         finetune(config, progress=False)
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device, processes: 0.0)  # a device with no memory left
+    config = FinetuneConfig(model=str(ckpt), corpus=str(corpus), out=str(tmp_path / "oom"), stage=stage(1, 1e-3))
+    with pytest.raises(UniMoEError, match=r"training needs about .* per process but cpu has .*LoRA \(unimoe-audio"):
+        finetune(config, progress=False)
+    assert not (tmp_path / "oom" / "checkpoints").exists()
+    monkeypatch.undo()
 
     dense = UniMoEAudioModel(UniMoEAudio.from_pretrained(ckpt).model.config.dense())
     with pytest.raises(UniMoEError, match="LoRA target 'routed' matches nothing"):

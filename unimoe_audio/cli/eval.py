@@ -6,7 +6,7 @@ from pathlib import Path
 
 from unimoe_audio.errors import UniMoEError
 
-from unimoe_audio.eval.checkpoints import judge_checkpoints
+from unimoe_audio.workflows.checkpoints import judge_checkpoints
 from unimoe_audio.eval.routing import analyze_routing
 from unimoe_audio.eval.suite import evaluate
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unimoe_audio.eval.reproduce import reproduce
+from unimoe_audio.workflows.reproduce import reproduce
 
 
 def register(subparsers) -> None:

@@ -17,7 +17,7 @@ class MixtureSampler:
     uniformly first, then an item within it (the paper's answer to speech/music imbalance).
     Batch i depends only on (seed, i, rank), so `state_dict()` is just the batch counter and a
     resumed run sees exactly the batches the uninterrupted run would have. With several
-    processes, each rank draws its own share of the global batch.
+    processes, each rank draws its own share of the global batch (its own stream, from `rank`).
     Length bucketing (`bucket` > 1, with `lengths`): draw `bucket` batches' worth of items by the
     mix rule, sort them by length and keep one of the `bucket` runs of neighbours, chosen
     uniformly, so every drawn item is equally likely to be kept (the mix is unchanged) while a
@@ -25,7 +25,7 @@ class MixtureSampler:
     """
 
     def __init__(self, groups: list[str], batch_size: int, mix: str = "balanced", seed: int = 0,
-                 rank: int = 0, world_size: int = 1, only: tuple[str, ...] | None = None,
+                 rank: int = 0, only: tuple[str, ...] | None = None,
                  lengths: list[int] | None = None, bucket: int = 1):
         if mix not in MIXES:
             raise UniMoEError(f"mix must be one of {MIXES}, got {mix!r}")
@@ -39,7 +39,7 @@ class MixtureSampler:
         self.by_group = {g: np.array([i for i in keep if groups[i] == g]) for g in sorted({groups[i] for i in keep})}
         self.items = np.array(keep)
         self.batch_size, self.mix, self.seed = batch_size, mix, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank = rank
         self.lengths, self.bucket = (np.asarray(lengths) if lengths is not None else None), bucket
         self.step = 0
 

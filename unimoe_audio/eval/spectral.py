@@ -9,7 +9,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from unimoe_audio.io import atomic_path
+from unimoe_audio.io import save_figure
 
 FFT_SIZES = (512, 1024, 2048)
 
@@ -49,10 +49,4 @@ def plot_spectrograms(clips: dict[str, tuple[np.ndarray, int]], titles: dict[str
         mel = librosa.power_to_db(librosa.feature.melspectrogram(y=wave, sr=rate, n_mels=80) + 1e-10, ref=np.max)
         ax.imshow(mel, origin="lower", aspect="auto", extent=(0, len(wave) / rate, 0, 80), cmap="magma")
         ax.set(title=f"{name}: {titles[name][:90]}", xlabel="seconds", ylabel="mel bin")
-    fig.tight_layout()
-    if isinstance(out, (str, Path)):
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    else:
-        fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)

@@ -127,51 +127,81 @@ def released_sample(logits: torch.Tensor, temperature: float, top_k: int, top_p:
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
-class Generator:
-    """Runs requests through a model: `run()` returns aligned codes, `steps()` yields progress."""
+def guidance_of(request: Request, config: GenerationConfig) -> float:
+    """The guidance scale a request decodes with: its own, else the config's, else the task default."""
+    if request.guidance_scale is not None:
+        return request.guidance_scale
+    return DEFAULT_GUIDANCE[config.decoding][request.task] if config.guidance_scale is None else config.guidance_scale
 
-    def __init__(self, model: UniMoEAudioModel, prompts: PromptEncoder):
-        self.model, self.prompts = model, prompts
-        c = model.config
-        self.pattern = DelayPattern(c.delays, c.codebook_size)
 
-    def steps(self, requests: list[Request], config: GenerationConfig,
-              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet) each step.
+class Decoding:
+    """A batch being decoded: `step()` chooses one frame for every request in it; requests join
+    (`join`, their prompts prefilled) and leave (`drop`) between steps.
 
-        `cancelled` holds indices of requests to stop and may grow while iterating (a set the caller
-        fills): from the next step their rows leave the batch, KV cache included, and their entries
-        in the yielded tensors mean nothing. Generation ends when every other request has ended.
-        """
-        if not requests:
-            raise UniMoEError("nothing to generate: no requests")
-        if config.moe_top_p is not None and not any(m.config.routing == "top_p" for m in self.model.moe_layers()):
+    KV-cache rows are [conditional(requests), unconditional(requests)] when guided. Every row
+    writes its next frame at the same cache index: prompts are left-padded (positions count only
+    real tokens, so padding changes nothing), and a joining request's prompt, prefilled on its
+    own, is placed so that it ends where the batch's keys end (the batch's keys are shifted right
+    when the newcomer's prompt is longer). Each request keeps its own step count, so a request that
+    joins late follows the delay pattern and its length limits from its own first frame.
+    """
+
+    def __init__(self, generator: "Generator", config: GenerationConfig, guided: bool):
+        model, pattern = generator.model, generator.pattern
+        if config.moe_top_p is not None and not any(m.config.routing == "top_p" for m in model.moe_layers()):
             raise UniMoEError("moe_top_p sets the Top-P routers' threshold, but this model has none "
-                              f"({'a dense model' if not self.model.moe_layers() else 'its MoE layers route Top-K'})")
-        model, pattern = self.model, self.pattern
-        device = next(model.parameters()).device
-        k, c = pattern.num_codebooks, model.config
-        scales = torch.tensor([r.guidance_scale if r.guidance_scale is not None else DEFAULT_GUIDANCE[config.decoding][r.task]
-                               if config.guidance_scale is None else config.guidance_scale for r in requests],
-                              device=device)
-        eos_factor = torch.tensor([DEFAULT_EOS_FACTOR[config.decoding][r.task] if config.eos_logit_factor is None
-                                   else config.eos_logit_factor for r in requests], device=device)
-        max_frames = torch.tensor([config.max_frames if r.max_frames is None else r.max_frames for r in requests],
-                                  device=device)
-        min_frames = torch.tensor([config.min_frames if r.min_frames is None else r.min_frames for r in requests],
-                                  device=device).minimum(max_frames)
-        longest = int(max_frames.max())
-        guided = bool((scales != 0).any())
-        prompts = [self.prompts.encode(r, True) for r in requests]
-        if guided:
-            prompts += [self.prompts.encode(r, False) for r in requests]
-        rows, b = len(prompts), len(requests)
-        width = max(p.tokens.shape[0] for p in prompts)
-        total = width + longest + 1 + pattern.max_delay
-        if total > c.max_positions:
-            raise UniMoEError(f"prompt ({width}) + {longest} frames exceeds the model's {c.max_positions} "
-                              "positions; ask for a shorter duration")
-        tokens = torch.full((rows, width), self.prompts.pad_id, dtype=torch.long)
+                              f"({'a dense model' if not model.moe_layers() else 'its MoE layers route Top-K'})")
+        self.generator, self.config, self.guided = generator, config, guided
+        self.device = device = next(model.parameters()).device
+        k = pattern.num_codebooks
+        self.temperature, self.top_k, self.top_p = (config.per_codebook(n, k, device) for n in ("temperature", "top_k", "top_p"))
+        if config.decoding == "released" and any(bool((t != t[0]).any()) for t in (self.temperature, self.top_k, self.top_p)):
+            raise UniMoEError("released decoding takes one temperature, top-k and top-p for all codebooks")
+        self.gen = torch.Generator(device=device)
+        if config.seed is None:
+            self.gen.seed()  # a fresh seed for this generator alone: the caller's global RNG stays as it was
+        else:
+            self.gen.manual_seed(config.seed)
+        self.delays = torch.tensor(pattern.delays, device=device)
+        self.ids: list[int] = []  # the requests in the batch, in row order
+        long = dict(dtype=torch.long, device=device)
+        self.scales = torch.empty(0, device=device)
+        self.eos_factor = torch.empty(0, device=device)
+        self.min_frames, self.max_frames = torch.empty(0, **long), torch.empty(0, **long)
+        self.made = torch.empty(0, **long)  # frames chosen so far per request (its step)
+        self.eos_at = torch.empty(0, **long)  # codebook 0's EOS step per request, -1 = not yet
+        self.cache: KVCache | None = None
+        self.hidden = self.next_pos = None  # last hidden state [rows, 1, D], next position [rows, 1]
+        self.pending: torch.Tensor | None = None  # the frames [n, K] chosen last, not yet fed back
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def accepts(self, request: Request) -> bool:
+        """Whether `request` can join: an unguided batch has no unconditional rows for a guided one."""
+        return self.guided or guidance_of(request, self.config) == 0
+
+    def join(self, requests: list[Request]) -> list[int]:
+        """Prefill `requests` and add them to the batch; returns their ids."""
+        if not requests:
+            return []
+        refused = [r.task for r in requests if not self.accepts(r)]
+        if refused:
+            raise UniMoEError(f"an unguided batch cannot take guided requests ({', '.join(refused)})")
+        g, c, device = self.generator, self.config, self.device
+        model, pattern = g.model, g.pattern
+        max_frames = [c.max_frames if r.max_frames is None else r.max_frames for r in requests]
+        prompts = [g.prompts.encode(r, True) for r in requests]
+        if self.guided:
+            prompts += [g.prompts.encode(r, False) for r in requests]
+        for p, most in zip(prompts, max_frames * (2 if self.guided else 1)):
+            if p.tokens.shape[0] + most + 1 + pattern.max_delay > model.config.max_positions:
+                raise UniMoEError(f"prompt ({p.tokens.shape[0]}) + {most} frames exceeds the model's "
+                                  f"{model.config.max_positions} positions; ask for a shorter duration")
+        self._feed()  # the batch's last frames go in first, so every row is at the same point
+        rows, width, k = len(prompts), max(p.tokens.shape[0] for p in prompts), pattern.num_codebooks
+        tokens = torch.full((rows, width), g.prompts.pad_id, dtype=torch.long)
         audio = torch.full((rows, k, width), pattern.pad, dtype=torch.long)
         is_audio = torch.zeros(rows, width, dtype=torch.bool)
         valid = torch.zeros(rows, width, dtype=torch.bool)
@@ -182,90 +212,103 @@ class Generator:
         tokens, audio, is_audio, valid = (t.to(device) for t in (tokens, audio, is_audio, valid))
         video = {k: v.to(device) for k, v in video_batch(prompts, width, left=True).items()}  # conditional v2m rows
         positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
-
-        temperature, top_k, top_p = (config.per_codebook(n, k, device) for n in ("temperature", "top_k", "top_p"))
-        if config.decoding == "released" and any(bool((t != t[0]).any()) for t in (temperature, top_k, top_p)):
-            raise UniMoEError("released decoding takes one temperature, top-k and top-p for all codebooks")
-        gen = torch.Generator(device=device)
-        if config.seed is None:
-            gen.seed()  # a fresh seed for this generator alone: the caller's global RNG stays as it was
-        else:
-            gen.manual_seed(config.seed)
-        delays = torch.tensor(pattern.delays, device=device)
-        eos_at = torch.full((b,), -1, dtype=torch.long, device=device)
-        live = torch.arange(b, device=device)  # requests still in the batch; rows are [cond(live), uncond(live)]
-        frames = torch.empty(b, k, 0, dtype=torch.long, device=device)
-        cache = KVCache(c, rows, total, device, next(model.parameters()).dtype)
+        cache = KVCache(model.config, rows, width + max(max_frames) + 1 + pattern.max_delay, device,
+                        next(model.parameters()).dtype)
         cache.key_valid[:, :width] = valid
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         mask = (causal[None] & valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
+        with self._inference():
+            hidden, _, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
+                                        attn_mask=mask[:, None], **video)
+        cache.length = width
+        hidden, next_pos = hidden[:, -1:], positions[:, -1:] + 1
 
-        model.set_top_p(config.moe_top_p)
-        try:
-            with torch.inference_mode():
-                hidden, _, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
-                                            attn_mask=mask[:, None], **video)
-                cache.length = width
-                next_pos = positions[:, -1:] + 1
-                for step in range(longest + 1 + pattern.max_delay):
-                    stay = torch.tensor([i not in cancelled for i in live.tolist()], device=device)
-                    if not stay.all():
-                        live = live[stay]
-                        if live.numel() == 0:
-                            return
-                        rows_stay = stay.repeat(2) if guided else stay
-                        hidden, next_pos = hidden[rows_stay], next_pos[rows_stay]
-                        cache.keep(rows_stay)
-                    n = live.numel()
-                    logits = model.logits(hidden[:, -1]).float()  # [rows, K, V]
-                    if guided:
-                        cond, uncond = logits[:n], logits[n:]
-                        logits = cond + scales[live, None, None] * (cond - uncond)
-                    ended = eos_at[live]  # the frame rules record codebook 0's EOS step here
-                    lengths = min_frames[live], max_frames[live]
-                    if config.decoding == "released":
-                        chosen = self._released_frame(logits, step, ended, lengths, eos_factor[live], temperature, top_k,
-                                                      top_p, gen)
-                    else:
-                        chosen = self._project_frame(logits, step, ended, lengths, temperature, top_k, top_p, gen)
-                    eos_at[live] = ended
-                    frame = torch.full((b, k), pattern.pad, dtype=torch.long, device=device)
-                    frame[live] = chosen
-                    frame = self._force(frame, step, eos_at, delays)
-                    frames = torch.cat([frames, frame[..., None]], dim=-1)
-                    yield frames, eos_at
-                    ended = eos_at[live]
-                    if bool((ended >= 0).all()) and step >= int(ended.max()) + pattern.max_delay:
-                        return
-                    feed = frame[live].repeat(2, 1) if guided else frame[live]
-                    cache.key_valid[:, cache.length] = True
-                    step_mask = cache.key_valid[:, None, None, :cache.length + 1]
-                    rows = feed.shape[0]
-                    hidden, _, _ = model.hidden(torch.full((rows, 1), self.prompts.audio_id, device=device),
-                                                feed[..., None], torch.ones(rows, 1, dtype=torch.bool, device=device),
-                                                next_pos, cache=cache, attn_mask=step_mask)
-                    cache.length += 1
-                    next_pos = next_pos + 1
-        finally:
-            model.set_top_p(None)
+        ids = list(range(self._next_id, self._next_id + len(requests)))
+        self._next_id += len(requests)
+        long = dict(dtype=torch.long, device=device)
+        new = {
+            "scales": torch.tensor([guidance_of(r, c) for r in requests], device=device),
+            "eos_factor": torch.tensor([DEFAULT_EOS_FACTOR[c.decoding][r.task] if c.eos_logit_factor is None
+                                        else c.eos_logit_factor for r in requests], device=device),
+            "max_frames": torch.tensor(max_frames, **long),
+            "min_frames": torch.tensor([c.min_frames if r.min_frames is None else r.min_frames for r in requests], **long),
+            "made": torch.zeros(len(requests), **long), "eos_at": torch.full((len(requests),), -1, **long)}
+        new["min_frames"] = new["min_frames"].minimum(new["max_frames"])
+        for name, value in new.items():
+            setattr(self, name, torch.cat([getattr(self, name), value]))
+        if self.cache is None:
+            self.cache, self.hidden, self.next_pos = cache, hidden, next_pos
+        else:  # rows [cond(old), uncond(old)] + [cond(new), uncond(new)] -> [cond(old, new), uncond(old, new)]
+            old, fresh = len(self.ids), len(requests)
+            order = torch.arange(2 * (old + fresh) if self.guided else old + fresh, device=device)
+            if self.guided:
+                order = torch.cat([order[:old], order[2 * old: 2 * old + fresh], order[old: 2 * old],
+                                   order[2 * old + fresh:]])
+            self.cache = KVCache.joined(self.cache, cache, self._room(extra=cache.length)).select(order)
+            self.hidden = torch.cat([self.hidden, hidden])[order]
+            self.next_pos = torch.cat([self.next_pos, next_pos])[order]
+        self.ids += ids
+        return ids
+
+    def drop(self, ids: Collection[int]) -> None:
+        """Take requests out of the batch (finished, failed or cancelled), KV cache included."""
+        stay = torch.tensor([i not in ids for i in self.ids], device=self.device)
+        if bool(stay.all()):
+            return
+        self.ids = [i for i in self.ids if i not in ids]
+        for name in ("scales", "eos_factor", "min_frames", "max_frames", "made", "eos_at"):
+            setattr(self, name, getattr(self, name)[stay])
+        if self.pending is not None:
+            self.pending = self.pending[stay]
+        rows = stay.repeat(2) if self.guided else stay
+        self.hidden, self.next_pos = self.hidden[rows], self.next_pos[rows]
+        self.cache = self.cache.select(rows)
+
+    def finished(self) -> list[int]:
+        """Requests whose every codebook has reached EOS (their audio is complete)."""
+        done = (self.eos_at >= 0) & (self.made > self.eos_at + self.generator.pattern.max_delay)
+        return [i for i, d in zip(self.ids, done.tolist()) if d]
+
+    def step(self) -> dict[int, tuple[torch.Tensor, int]]:
+        """One frame for every request: {id: (frame [K] in the delayed layout, EOS step or -1)}."""
+        if not self.ids:
+            raise UniMoEError("nothing to generate: no requests")
+        g, c = self.generator, self.config
+        self._feed()
+        n = len(self.ids)
+        with self._inference():
+            logits = g.model.logits(self.hidden[:, -1]).float()  # [rows, K, V]
+        if self.guided:
+            cond, uncond = logits[:n], logits[n:]
+            logits = cond + self.scales[:, None, None] * (cond - uncond)
+        lengths = self.min_frames, self.max_frames
+        if c.decoding == "released":
+            chosen = self._released_frame(logits, self.made, self.eos_at, lengths, self.eos_factor, self.temperature,
+                                          self.top_k, self.top_p, self.gen)
+        else:
+            chosen = self._project_frame(logits, self.made, self.eos_at, lengths, self.temperature, self.top_k,
+                                         self.top_p, self.gen)
+        self.pending = frame = self._force(chosen, self.made, self.eos_at, self.delays)
+        self.made = self.made + 1
+        return {i: (frame[j], int(e)) for j, (i, e) in enumerate(zip(self.ids, self.eos_at.tolist()))}
 
     def _project_frame(self, logits, step, eos_at, lengths, temperature, top_k, top_p, gen) -> torch.Tensor:
         """One frame [B, K] by the project's rule; records codebook 0's EOS step in `eos_at`;
         `lengths` = (min_frames [B], max_frames [B])."""
-        p = self.pattern
+        p = self.generator.pattern
         min_frames, max_frames = lengths
         codes_only = logits.clone()
         codes_only[..., p.codebook_size:] = float("-inf")
         frame = sample(codes_only, temperature, top_k, top_p, gen)
         # codebook 0 may end the audio where EOS is its arg-max, from min_frames (and step 1) on
         wants_eos = (logits[:, 0].argmax(-1) == p.eos) & (step >= min_frames.clamp_min(1)) | (step >= max_frames)
-        eos_at[(eos_at < 0) & wants_eos] = step
+        eos_at[:] = torch.where((eos_at < 0) & wants_eos, step, eos_at)
         return frame
 
     def _released_frame(self, logits, step, eos_at, lengths, eos_factor, temperature, top_k, top_p, gen) -> torch.Tensor:
         """One frame [B, K] by the released rule; records codebook 0's EOS step in `eos_at`;
         `lengths` = (min_frames [B], max_frames [B])."""
-        p = self.pattern
+        p = self.generator.pattern
         min_frames, max_frames = lengths
         b, k, _ = logits.shape
         logits = logits.clone()
@@ -276,18 +319,105 @@ class Generator:
         frame = released_sample(logits.reshape(b * k, -1), float(temperature[0]), int(top_k[0]), float(top_p[0]), p.eos,
                                 gen).view(b, k)
         wants_eos = (frame[:, 0] == p.eos) | (step >= max_frames)
-        eos_at[(eos_at < 0) & wants_eos] = step
+        eos_at[:] = torch.where((eos_at < 0) & wants_eos, step, eos_at)
         return frame
 
     def _force(self, frame, step, eos_at, delays) -> torch.Tensor:
         """The delay pattern's BOS, EOS and PAD on a chosen frame [B, K]."""
-        p = self.pattern
+        p = self.generator.pattern
         ended = eos_at >= 0
+        step = step[:, None]  # [B, 1] each request's own step
         offset = step - eos_at[:, None]  # [B, 1] steps since codebook 0's EOS
         frame = torch.where(ended[:, None] & (offset == delays[None]), torch.full_like(frame, p.eos), frame)
         frame = torch.where(ended[:, None] & (offset > delays[None]), torch.full_like(frame, p.pad), frame)
         frame = torch.where(step < delays[None], torch.full_like(frame, p.bos), frame)
         return frame
+
+    def _feed(self) -> None:
+        """Run the frames chosen last through the model (one cached position per row)."""
+        if self.pending is None:
+            return
+        g, cache, device = self.generator, self.cache, self.device
+        feed = self.pending.repeat(2, 1) if self.guided else self.pending
+        self.pending = None
+        if cache.length + 1 > cache.max_len:
+            self.cache = cache = KVCache.joined(cache, None, self._room())
+        cache.key_valid[:, cache.length] = True
+        rows = feed.shape[0]
+        with self._inference():
+            self.hidden, _, _ = g.model.hidden(torch.full((rows, 1), g.prompts.audio_id, device=device), feed[..., None],
+                                               torch.ones(rows, 1, dtype=torch.bool, device=device), self.next_pos,
+                                               cache=cache, attn_mask=cache.key_valid[:, None, None, :cache.length + 1])
+        cache.length += 1
+        self.next_pos = self.next_pos + 1
+
+    def _room(self, extra: int = 0) -> int:
+        """Cache positions for the batch's longest remaining request (plus `extra`)."""
+        left = self.max_frames + 1 + self.generator.pattern.max_delay - self.made
+        return max(self.cache.length, extra) + max(1, int(left.max()) if left.numel() else 1)
+
+    def _inference(self):
+        return _top_p_override(self.generator.model, self.config.moe_top_p)
+
+
+class _top_p_override:
+    """Inference mode with the DCMoE's Top-P threshold overridden (restored on exit)."""
+
+    def __init__(self, model: UniMoEAudioModel, top_p: float | None):
+        self.model, self.top_p, self.mode = model, top_p, torch.inference_mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        self.model.set_top_p(self.top_p)
+
+    def __exit__(self, *exc):
+        self.model.set_top_p(None)
+        return self.mode.__exit__(*exc)
+
+
+class Generator:
+    """Runs requests through a model: `run()` returns aligned codes, `steps()` yields progress,
+    `decoding()` opens a batch that requests may join and leave between steps (the server's)."""
+
+    def __init__(self, model: UniMoEAudioModel, prompts: PromptEncoder):
+        self.model, self.prompts = model, prompts
+        c = model.config
+        self.pattern = DelayPattern(c.delays, c.codebook_size)
+
+    def decoding(self, requests: list[Request], config: GenerationConfig, guided: bool | None = None) -> Decoding:
+        """A `Decoding` holding `requests` (prefilled together). `guided` None: guided when any of
+        them uses guidance; pass True to let guided requests join later."""
+        if not requests:
+            raise UniMoEError("nothing to generate: no requests")
+        guided = guided if guided is not None else any(guidance_of(r, config) != 0 for r in requests)
+        batch = Decoding(self, config, guided)
+        batch.join(requests)
+        return batch
+
+    def steps(self, requests: list[Request], config: GenerationConfig,
+              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet) each step.
+
+        `cancelled` holds indices of requests to stop and may grow while iterating (a set the caller
+        fills): from the next step their rows leave the batch, KV cache included, and their entries
+        in the yielded tensors mean nothing. Generation ends when every other request has ended.
+        """
+        batch = self.decoding(requests, config)
+        k, b = self.pattern.num_codebooks, len(requests)
+        frames = torch.empty(b, k, 0, dtype=torch.long, device=batch.device)
+        eos_at = torch.full((b,), -1, dtype=torch.long, device=batch.device)
+        while True:
+            batch.drop(set(cancelled))
+            if not batch.ids:
+                return
+            chosen = batch.step()
+            frame = torch.full((b, k), self.pattern.pad, dtype=torch.long, device=batch.device)
+            for i, (codes, eos) in chosen.items():
+                frame[i], eos_at[i] = codes, eos
+            frames = torch.cat([frames, frame[..., None]], dim=-1)
+            yield frames, eos_at
+            if len(batch.finished()) == len(batch):
+                return
 
     def run(self, requests: list[Request], config: GenerationConfig, progress=None) -> list[torch.Tensor]:
         """Aligned codes [K, T_i] per request."""

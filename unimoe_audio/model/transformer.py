@@ -58,11 +58,39 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Keep only the rows where `rows` [B] is True (the others leave the batch)."""
+    def select(self, rows: torch.Tensor) -> "KVCache":
+        """Keep the rows `rows` (a [B] bool mask, or indices in their new order); returns self."""
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
         self.key_valid = self.key_valid[rows]
+        return self
+
+    @staticmethod
+    def joined(first: "KVCache", second: "KVCache | None", max_len: int) -> "KVCache":
+        """One cache of `max_len` positions holding `first`'s rows then `second`'s (if any), each
+        right-aligned so that both end at the same index: keys carry their own rotary positions
+        and `key_valid` moves with them, so where a row's keys sit in the cache does not matter."""
+        caches = [c for c in (first, second) if c is not None]
+        length = max(c.length for c in caches)
+        out = object.__new__(KVCache)
+        out.length, out.max_len = length, max(max_len, length)
+        out.key_valid = torch.cat([_right_aligned(c.key_valid, c.length, length, out.max_len) for c in caches])
+        out.keys = [torch.cat([_right_aligned(c.keys[i], c.length, length, out.max_len) for c in caches])
+                    for i in range(len(first.keys))]
+        out.values = [torch.cat([_right_aligned(c.values[i], c.length, length, out.max_len) for c in caches])
+                      for i in range(len(first.values))]
+        return out
+
+
+def _right_aligned(t: torch.Tensor, filled: int, end: int, size: int) -> torch.Tensor:
+    """`t`'s first `filled` positions (its last axis but one for keys, the last for masks) moved to
+    end at `end`, in a zero tensor of `size` positions."""
+    axis = 1 if t.dim() == 2 else 2
+    shape = list(t.shape)
+    shape[axis] = size
+    out = t.new_zeros(shape)
+    out.narrow(axis, end - filled, filled).copy_(t.narrow(axis, 0, filled))
+    return out
 
 
 class Attention(nn.Module):

@@ -133,13 +133,9 @@ class DCMoE(nn.Module):
             return top_k_routing(logits, self.config.top_k)
         return top_p_routing(logits, top_p)
 
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
-                task_ids: torch.Tensor | None = None, top_p: float | None = None) -> MoEOutput:
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, top_p: float | None = None) -> MoEOutput:
         """x [..., D]; pad_mask [...] bool, True = padding (no experts, not in loss or stats).
-
-        `task_ids` is accepted so callers can pass it through uniformly; statistics by task are
-        collected outside the layer (`RoutingStats`) from the returned `expert_mask`.
-        """
+        Statistics by task are collected outside the layer (`RoutingStats`) from `expert_mask`."""
         c = self.config
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, D]

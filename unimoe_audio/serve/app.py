@@ -114,17 +114,14 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
     app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes)
     app.state.scheduler, app.state.metrics = scheduler, metrics
 
-    def count(endpoint: str, outcome: str, started: float) -> None:
-        metrics.requests.labels(endpoint, outcome).inc()
-        if outcome == "ok":
-            metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+    count = service.count
 
     def endpoint_of(http: HttpRequest) -> str:
         return http.url.path.rsplit("/", 1)[-1]
 
     def count_error(http: HttpRequest, err: ApiError) -> None:
         if http.url.path.startswith("/v1/audio/"):
-            count(endpoint_of(http), "rejected" if err.status == 429 else "invalid" if err.status < 500 else "failed", 0.0)
+            count(endpoint_of(http), service.outcome(err), 0.0)
 
     @app.exception_handler(ApiError)
     async def _api_error(http: HttpRequest, err: ApiError):

@@ -18,8 +18,9 @@ class Metrics:
                                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
         self.queue_depth = Gauge("unimoe_queue_depth", "requests waiting for a batch", registry=r)
         self.batch_rows = Gauge("unimoe_batch_rows", "requests decoding in the running batch", registry=r)
-        self.batch_size = Histogram("unimoe_batch_size", "requests per batch", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
-                                    registry=r)
+        self.batch_size = Histogram("unimoe_batch_size", "requests in a batch when it opens",
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=r)
+        self.joined = Counter("unimoe_joined", "requests that joined a running batch between decode steps", registry=r)
         self.frames = Counter("unimoe_frames", "audio frames generated (all requests)", registry=r)
         self.frames_per_second = Gauge("unimoe_frames_per_second", "frames generated per second over the last batch",
                                        registry=r)

@@ -2,16 +2,19 @@
 
 Requests wait in a bounded queue. The scheduler takes the oldest, then waits at most `batch_wait`
 seconds for more that can share its batch (same sampling settings; lengths and guidance are per
-request, so speech and music mix) until it has `max_batch`, and decodes them together. A request
-that arrives while a batch runs waits for the next batch: rows cannot join between decode steps
-(the KV cache is laid out for the prompts of the batch's start). Rows leave a running batch as
-soon as their audio is complete or their client has gone, so the batch shrinks and speeds up.
+request, so speech and music mix) until it has `max_batch`, and decodes them together. Requests
+that arrive while a batch runs **join it between decode steps** (continuous batching): their
+prompts are prefilled and their KV-cache rows added to the running batch (`model.Decoding`), as
+long as they share its sampling settings and it has fewer than `max_batch` rows; the others wait
+for the next batch. (A batch opened without classifier-free guidance has no unconditional rows,
+so a guided request waits for the next batch too; with the default settings every task is guided.)
+Rows leave a running batch as soon as their audio is complete or their client has gone.
 
 Each request's audio is handed to its asyncio queue (`Job.get()`) as chunks as its frames
 complete, or as one clip at its end, then `DONE`; an error is handed over in the same way.
-If a batch fails before any of its requests got audio (e.g. a mix of a long prompt and long
-music that only fits the model's positions apart), each request is run again on its own, so
-one request's fault reaches only that request.
+A request that cannot join (its prompt fails) fails alone. If a decode step fails, the requests
+that have had no audio yet are each run again on their own and the others fail, so one request's
+fault reaches only that request.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from unimoe_audio.model import AudioChunks, GenerationConfig, Request, UniMoEAudio
+import torch
+
+from unimoe_audio.model import AudioChunks, Decoding, GenerationConfig, Request, UniMoEAudio
 from unimoe_audio.serve.metrics import Metrics
 
 DONE = object()  # the last item of every successful job
@@ -162,32 +167,59 @@ class Scheduler:
             self._decode(jobs)
         except Exception as err:  # noqa: BLE001 - the server outlives any request's failure
             if len(jobs) > 1:
-                for job in jobs:
-                    if not (job.started or job.closed):
+                for job in [j for j in jobs if not j.closed]:
+                    if not job.started:
                         self._run([job])
-                    elif not job.closed:
+                    else:
                         job.fail(err)
             elif not jobs[0].closed:
                 jobs[0].fail(err)
         finally:
             self.metrics.batch_rows.set(0)
 
+    def _joiners(self, batch: Decoding, key: GenerationConfig, room: int) -> list[Job]:
+        """Waiting jobs that can join the running batch (at most `room`), taken off the queue."""
+        if room <= 0:
+            return []
+        with self._lock:
+            found = [j for j in self._waiting if sampling(j.config) == key and batch.accepts(j.request)][:room]
+            for job in found:
+                self._waiting.remove(job)
+            self.metrics.queue_depth.set(len(self._waiting))
+        return found
+
     def _decode(self, jobs: list[Job]) -> None:
+        """Decode `jobs` (extended in place by the requests that join) until every one has ended."""
         self.metrics.batch_size.observe(len(jobs))
-        audio = [AudioChunks(self.api, job.chunk_frames) for job in jobs]
-        gone: set[int] = set()  # rows that left the batch: finished, failed or cancelled
+        key = sampling(jobs[0].config)
+        batch = self.api.generator.decoding([job.request for job in jobs], jobs[0].config)
+        rows = dict(zip(batch.ids, jobs))  # decoding id -> job
+        audio = {i: AudioChunks(self.api, job.chunk_frames) for i, job in rows.items()}
+        none = torch.empty(self.api.generator.pattern.num_codebooks, 0, dtype=torch.long, device=batch.device)
+        frames = {i: none for i in rows}  # each request's delayed frames so far [K, s]
         start, frames_made = time.perf_counter(), 0
-        for frames, eos_at in self.api.generator.steps([job.request for job in jobs], jobs[0].config, gone):
-            for i, job in enumerate(jobs):
-                if i in gone:
+        while batch.ids:
+            for job in self._joiners(batch, key, self.max_batch - len(batch)):
+                try:
+                    (i,) = batch.join([job.request])
+                except Exception as err:  # noqa: BLE001 - a request that cannot join fails alone
+                    job.fail(err)
                     continue
+                jobs.append(job)
+                rows[i], audio[i] = job, AudioChunks(self.api, job.chunk_frames)
+                frames[i] = none
+                self.metrics.joined.inc()
+            gone = set()
+            for i, (frame, eos_at) in batch.step().items():
+                job = rows[i]
                 frames_made += 1
+                frames[i] = torch.cat([frames[i], frame[:, None]], dim=-1)
                 if job.cancelled or self._stopping:
                     gone.add(i)
                     job.fail(asyncio.CancelledError())
                     continue
                 try:
-                    wave = audio[i].push(frames[i], int(eos_at[i]))
+                    wave = audio[i].push(frames[i], eos_at)
                 except Exception as err:  # noqa: BLE001 - decoding one row failed: only its request fails
                     gone.add(i)
                     job.fail(err)
@@ -197,7 +229,8 @@ class Scheduler:
                 if audio[i].finished:
                     gone.add(i)
                     job.finish()
-            self.metrics.batch_rows.set(len(jobs) - len(gone))
+            batch.drop(gone)
+            self.metrics.batch_rows.set(len(batch))
         elapsed = time.perf_counter() - start
         self._last_batch_seconds = elapsed
         self.metrics.frames.inc(frames_made)

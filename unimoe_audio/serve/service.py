@@ -6,6 +6,7 @@ audio. Every failure a caller can see is an ApiError, which each front end shows
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -54,6 +55,21 @@ class Service:
         self.metrics = Metrics()
         self.scheduler = Scheduler(api, self.metrics, settings.max_batch, settings.batch_wait_ms / 1000,
                                    settings.queue_size)
+
+    def count(self, endpoint: str, outcome: str, started: float) -> None:
+        """One finished request in the metrics (latency for successful ones)."""
+        self.metrics.requests.labels(endpoint, outcome).inc()
+        if outcome == "ok":
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def outcome(err: BaseException) -> str:
+        """The metrics outcome of a request that ended with `err`."""
+        if isinstance(err, ClientGone):
+            return "cancelled"
+        if isinstance(err, ApiError):
+            return "rejected" if err.status == 429 else "invalid" if err.status < 500 else "failed"
+        return "invalid" if isinstance(err, UniMoEError) else "failed"
 
     @asynccontextmanager
     async def lifespan(self, _app):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 
 import gradio as gr
 import numpy as np
@@ -52,9 +53,11 @@ def page(service: Service) -> gr.Blocks:
     defaults = api.default_config("tts", "a", "en")
     voices = api.speakers
 
-    async def generate(build, title: str, controls, text_field: str, duration: float | None = None):
-        """Queue a request like the API does; (rate, samples) for the player and the spectrogram."""
+    async def generate(build, endpoint: str, title: str, controls, text_field: str, duration: float | None = None):
+        """Queue a request like the API does, counted in /metrics as `page-<endpoint>`; (rate,
+        samples) for the player and the spectrogram."""
         guidance, temperature, top_k, top_p, seed = controls
+        started, endpoint = time.perf_counter(), f"page-{endpoint}"
         try:
             try:
                 sampling = Sampling(guidance_scale=optional(guidance), temperature=temperature, top_k=int(top_k),
@@ -64,14 +67,14 @@ def page(service: Service) -> gr.Blocks:
             if duration is not None:
                 duration = limits.duration(float(duration))
             wave = await service.clip(await service.submit(build, sampling, text_field, duration))
-        except ApiError as err:
-            raise gr.Error(err.message, print_exception=False) from None
-        except UniMoEError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-        except ClientGone:
-            raise gr.Error("the request was cancelled", print_exception=False) from None
-        if len(wave) == 0:
-            raise gr.Error("the model ended the audio before it began; try another seed", print_exception=False)
+            if len(wave) == 0:
+                raise UniMoEError("the model ended the audio before it began; try another seed")
+        except (ApiError, UniMoEError, ClientGone) as err:
+            service.count(endpoint, service.outcome(err), started)
+            message = ("the request was cancelled" if isinstance(err, ClientGone) else
+                       err.message if isinstance(err, ApiError) else str(err))
+            raise gr.Error(message, print_exception=False) from None
+        service.count(endpoint, "ok", started)
         image = await run_in_threadpool(spectrogram, wave, api.sample_rate, title)
         return (api.sample_rate, formats.pcm16(wave)), image
 
@@ -81,7 +84,7 @@ def page(service: Service) -> gr.Blocks:
                 raise ApiError(400, f"unknown voice {voice!r}; this model's voices: {', '.join(voices)}", "voice")
             return api.request("tts", limits.text(text or "", "text"), language, voice)
 
-        return await generate(build, f"{voice}: {text}", controls, "text")
+        return await generate(build, "speech", f"{voice}: {text}", controls, "text")
 
     async def clone(prompt_path, prompt_text, text, language, *controls):
         def build():
@@ -91,13 +94,13 @@ def page(service: Service) -> gr.Blocks:
             return api.request("clone", limits.text(text or "", "text"), language, prompt_audio=load_audio(prompt_path),
                                prompt_text=limits.text(prompt_text or "", "transcript"))
 
-        return await generate(build, f"cloned voice: {text}", controls, "text")
+        return await generate(build, "clone", f"cloned voice: {text}", controls, "text")
 
     async def music(caption, duration, *controls):
         def build():
             return api.request("t2m", caption=limits.text(caption or "", "caption"))
 
-        return await generate(build, caption, controls, "caption", duration)
+        return await generate(build, "music", caption, controls, "caption", duration)
 
     async def video_music(video_path, caption, *controls):
         def build():

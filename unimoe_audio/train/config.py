@@ -34,12 +34,12 @@ from typing import Any
 import yaml
 
 from unimoe_audio.data import TASK_GROUPS
+from unimoe_audio.data.sampler import MIXES
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import UniMoEAudioConfig
 from unimoe_audio.model.config import PRESETS
 from unimoe_audio.moe import DCMoEConfig
 
-MIXES = ("natural", "balanced")
 PARALLEL = ("ddp", "fsdp")
 STAGES = ("backbone", "specialists", "warmup", "joint")  # backbone: optional, only when the recipe lists it
 BASELINES = ("naive-joint", "dense-balanced", "top-k", "scratch")

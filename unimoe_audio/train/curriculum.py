@@ -136,12 +136,18 @@ def same_recipe(saved: dict, recipe: RecipeConfig, started: set[str] | None = No
     return before == after
 
 
+def finished(run: Run, name: str) -> UniMoEAudioModel | None:
+    """The model of a finished stage (`<out>/<name>/model`), or None if the stage has not finished."""
+    final = run.out / name / "model"
+    return load_model(final)[0] if (final / "model.safetensors").is_file() else None
+
+
 def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfig,
                 only: tuple[str, ...] | None = None) -> UniMoEAudioModel:
     """Train (or resume) one stage; a finished stage is loaded instead. Returns the trained model."""
+    if (done := finished(run, name)) is not None:
+        return done
     final = run.out / name / "model"
-    if (final / "model.safetensors").is_file():
-        return load_model(final)[0]
     trainer = Trainer(model, config, run.train_set, run.collate, run.out / name, val_set=run.val_set, only=only,
                       seed=run.recipe.seed, dist=run.dist, progress=run.progress, name=name)
     model = trainer.fit(resume=True)
@@ -174,15 +180,17 @@ def backbone(run: Run) -> UniMoEAudioModel | None:
 
 def specialists(run: Run) -> list[UniMoEAudioModel]:
     stage = run.recipe.stages["specialists"]
-    done = all((run.out / "specialists" / g / "model" / "model.safetensors").is_file() for g in run.groups)
-    start = None if done else backbone(run)
-    return [train_stage(run, f"specialists/{g}", copy.deepcopy(start) if start is not None else fresh(run, run.base),
-                        replace(stage, steps=stage.group_steps.get(g, stage.steps)), only=(g,)) for g in run.groups]
+    done = [finished(run, f"specialists/{g}") for g in run.groups]
+    start = backbone(run) if None in done else None
+    return [model if model is not None else
+            train_stage(run, f"specialists/{g}", copy.deepcopy(start) if start is not None else fresh(run, run.base),
+                        replace(stage, steps=stage.group_steps.get(g, stage.steps)), only=(g,))
+            for g, model in zip(run.groups, done)]
 
 
 def warmup(run: Run) -> UniMoEAudioModel:
-    if (run.out / "warmup" / "model" / "model.safetensors").is_file():
-        return load_model(run.out / "warmup" / "model")[0]
+    if (done := finished(run, "warmup")) is not None:
+        return done
     # The vision encoder comes from the v2m specialist alone: the others never trained it.
     owner = {"vision.": run.groups.index("v2m")} if "v2m" in run.groups else {}
     model = upcycle(specialists(run), fresh(run, replace(run.base, ffn="moe", moe=moe_config(run))), owner)
@@ -191,8 +199,8 @@ def warmup(run: Run) -> UniMoEAudioModel:
 
 
 def joint(run: Run) -> UniMoEAudioModel:
-    if (run.out / "joint" / "model" / "model.safetensors").is_file():
-        return load_model(run.out / "joint" / "model")[0]
+    if (done := finished(run, "joint")) is not None:
+        return done
     model = warmup(run)
     unfreeze(model)
     return train_stage(run, "joint", model, run.recipe.stages["joint"])

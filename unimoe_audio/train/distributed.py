@@ -70,6 +70,13 @@ def all_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def all_sum_named(values: dict[str, float], info: DistInfo, device) -> dict[str, float]:
+    """Sum named numbers over processes (every process passes the same names)."""
+    names = sorted(values)
+    summed = all_sum(torch.tensor([values[n] for n in names], dtype=torch.float64, device=device), info)
+    return dict(zip(names, summed.cpu().tolist()))
+
+
 def gather_objects(obj, info: DistInfo) -> list:
     """Every process's `obj`, in rank order (a one-element list when single-process)."""
     if not info.enabled:

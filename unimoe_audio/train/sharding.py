@@ -11,6 +11,8 @@ Checkpoints are directories `checkpoints/step-N.dcp/` written by torch.distribut
 every process writes its own shards of the model and optimizer, process 0 adds `trainer.pt`
 (step, scheduler, sampler, RNG states of every process). They are written under a temporary name
 and renamed when complete, so a killed run leaves the previous checkpoint as the newest.
+`read_model` loads the whole model from one in a single process, without a process group
+(`unimoe-audio eval-checkpoints` does this).
 """
 
 from __future__ import annotations
@@ -80,3 +82,12 @@ def load(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, device:
     dcp.load(state, checkpoint_id=path)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     return torch.load(path / TRAINER_STATE, map_location=device, weights_only=False)
+
+
+def read_model(path: Path, model: nn.Module) -> dict:
+    """Fill the unsharded `model` from checkpoint `path` in this process alone (no process group,
+    any number of writers); returns trainer.pt (step, scheduler, ...)."""
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=path, no_dist=True)
+    model.load_state_dict(state["model"])
+    return torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=False)

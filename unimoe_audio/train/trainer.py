@@ -6,7 +6,8 @@ accelerate. Logs go to TensorBoard, `metrics.jsonl` and a tqdm bar; a loss-curve
 the end. Checkpoints are single files written atomically and hold everything an exact resume needs: model, optimizer, scheduler,
 RNG states of every process (torch, numpy, python), sampler position, aux-weight schedule step.
 A stage that starts afresh seeds its RNGs from (seed, stage name), so its losses do not depend on
-what ran before it in the same process.
+what ran before it in the same process. A run whose estimated memory per process exceeds what the
+device has is refused at construction (train/memory.py), before the model moves or a step runs.
 Under FSDP a checkpoint is a directory of shards (step-N.dcp/), also renamed into place when complete.
 
 Data order does not depend on the process layout: optimizer step s consumes the global
@@ -42,7 +43,8 @@ from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attent
 from unimoe_audio.moe import AuxLossSchedule
 from unimoe_audio.train import sharding
 from unimoe_audio.train.config import StageConfig
-from unimoe_audio.train.distributed import DistInfo, all_sum, gather_objects
+from unimoe_audio.train.distributed import DistInfo, all_sum, all_sum_named, gather_objects
+from unimoe_audio.train.memory import check_training_memory
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.(pt|dcp)$")  # a single file (DDP, one process) or FSDP's shards
 
@@ -149,8 +151,12 @@ class Trainer:
             raise UniMoEError(f"align_layer {config.align_layer} / align_heads {config.align_heads} do not fit a model of "
                               f"{shape.num_layers} layers and {shape.num_heads} heads")
         self.device = self.dist.device
-        self.model = model.to(self.device)
         self.fsdp = config.parallel == "fsdp" and self.dist.enabled  # one process: nothing to shard
+        longest = max((i for i, g in enumerate(groups) if g in wanted), key=lambda i: lengths[i])
+        length = collate([train_set[longest]])["tokens"].shape[-1]
+        check_training_memory(model, self.micro_batch, length, self.device, world, self.fsdp,
+                              config.activation_checkpointing)
+        self.model = model.to(self.device)
         if self.fsdp:
             self.skeleton = sharding.shard(self.model, self.dist.world_size, self.device, config.activation_checkpointing)
         self.optimizer = build_optimizer(self.model, config)
@@ -186,7 +192,7 @@ class Trainer:
         c, world = self.config, self.dist.world_size
         self.ddp.train()
         per_step = c.grad_accum * world
-        sums = defaultdict(float)
+        sums = dict.fromkeys(("loss", "codec_loss", "aux_loss", "experts_per_token", "align_loss"), 0.0)
         task_sum, task_count = defaultdict(float), defaultdict(int)
         codebook = None
         tokens, finite = 0, True
@@ -240,22 +246,15 @@ class Trainer:
                               f"{c.max_bad_steps}); lower the learning rate or check the data, then resume")
 
         # Reduce the logged numbers over processes.
-        names = sorted(set(task_sum) | set(self.train_set.groups))
-        keys = ["loss", "codec_loss", "aux_loss", "experts_per_token", "align_loss"]
-        vec = torch.tensor([sums[k] for k in keys] + [task_sum[g] for g in names] + [task_count[g] for g in names]
-                           + codebook.tolist() + [tokens], dtype=torch.float64, device=self.device)
-        vec = all_sum(vec, self.dist).cpu().tolist()
-        n_keys, n_groups = len(keys), len(names)
-        metrics = {k: vec[i] / per_step for i, k in enumerate(keys)}
-        for key in ("experts_per_token", "align_loss"):
-            if metrics[key] == 0:
-                metrics.pop(key)
-        for j, g in enumerate(names):
-            if vec[n_keys + n_groups + j]:
-                metrics[f"loss/{g}"] = vec[n_keys + j] / vec[n_keys + n_groups + j]
-        cb = vec[n_keys + 2 * n_groups: -1]
-        metrics.update({f"codebook/{i}": v / per_step for i, v in enumerate(cb)})
-        metrics.update(step=self.step, lr=lr, aux_weight=weight, grad_norm=grad_norm, tokens=vec[-1],
+        groups = sorted(set(task_sum) | set(self.train_set.groups))
+        totals = all_sum_named({**sums, **{f"sum/{g}": task_sum[g] for g in groups},
+                                **{f"count/{g}": task_count[g] for g in groups},
+                                **{f"codebook/{i}": v for i, v in enumerate(codebook.tolist())}, "tokens": tokens},
+                               self.dist, self.device)
+        metrics = {k: totals[k] / per_step for k in sums if totals[k] or k in ("loss", "codec_loss", "aux_loss")}
+        metrics.update({f"loss/{g}": totals[f"sum/{g}"] / totals[f"count/{g}"] for g in groups if totals[f"count/{g}"]})
+        metrics.update({k: v / per_step for k, v in totals.items() if k.startswith("codebook/")})
+        metrics.update(step=self.step, lr=lr, aux_weight=weight, grad_norm=grad_norm, tokens=totals["tokens"],
                        skipped=0 if finite else 1)
         return metrics
 
@@ -276,10 +275,11 @@ class Trainer:
         c = self.config
         groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
         n = c.eval_batches * self.micro_batch * self.dist.world_size
-        sums = torch.zeros(4 * len(groups), dtype=torch.float64, device=self.device)  # loss, items, align, speech items
-        codebooks = torch.zeros(self.model.config.num_codebooks, dtype=torch.float64, device=self.device)  # item-weighted
+        # Per group: summed example loss, items, summed alignment score, speech items; codebook losses item-weighted.
+        sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech")}
+        sums.update({f"codebook/{i}": 0.0 for i in range(self.model.config.num_codebooks)})
         snapshot = None
-        for j, g in enumerate(groups):
+        for g in groups:
             items = [i for i, x in enumerate(self.val_set.groups) if x == g][:n]
             mine = items[self.dist.rank:: self.dist.world_size]
             batches = math.ceil(len(items) / self.dist.world_size / self.micro_batch) if self.fsdp else None
@@ -291,25 +291,26 @@ class Trainer:
                     out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
                 if not chosen:
                     continue
-                sums[j] += out.example_losses.float().sum().double()
-                sums[len(groups) + j] += len(examples)
-                codebooks += out.codebook_losses.double() * len(examples)
+                sums[f"loss/{g}"] += float(out.example_losses.float().sum())
+                sums[f"items/{g}"] += len(examples)
+                for i, v in enumerate(out.codebook_losses.float().tolist()):
+                    sums[f"codebook/{i}"] += v * len(examples)
                 mass, has = diagonal_mass(out.attention.float(), batch["text_span"], batch["audio_span"], c.align_sigma)
-                sums[2 * len(groups) + j] += mass.max(dim=1).values[has].sum().double()
-                sums[3 * len(groups) + j] += has.sum()
+                sums[f"align/{g}"] += float(mass.max(dim=1).values[has].sum())
+                sums[f"speech/{g}"] += int(has.sum())
                 if snapshot is None and bool(has.any()):
                     i = int(torch.nonzero(has)[0])
                     maps = alignment(out.attention.float(), batch["text_span"], batch["audio_span"], i)  # [H, T, N]
                     snapshot = maps[: c.align_heads].mean(0) if c.align_weight else maps[mass[i].argmax()]
-        sums = all_sum(sums, self.dist).cpu().tolist()
-        codebooks = (all_sum(codebooks, self.dist) / max(1.0, sum(sums[len(groups): 2 * len(groups)]))).cpu().tolist()
-        k = len(groups)
-        result = {f"eval/{g}": sums[j] / sums[k + j] for j, g in enumerate(groups) if sums[k + j]}
+        sums = all_sum_named(sums, self.dist, self.device)
+        items = sum(sums[f"items/{g}"] for g in groups)
+        result = {f"eval/{g}": sums[f"loss/{g}"] / sums[f"items/{g}"] for g in groups if sums[f"items/{g}"]}
         if result:
             result["eval/loss"] = sum(result.values()) / len(result)
-        result.update({f"align/{g}": sums[2 * k + j] / sums[3 * k + j] for j, g in enumerate(groups) if sums[3 * k + j]})
+        result.update({f"align/{g}": sums[f"align/{g}"] / sums[f"speech/{g}"] for g in groups if sums[f"speech/{g}"]})
         if result:
-            result.update({f"val_codebook/{i}": v for i, v in enumerate(codebooks)})
+            result.update({f"val_codebook/{i}": sums[f"codebook/{i}"] / items
+                           for i in range(self.model.config.num_codebooks)})
         if snapshot is not None and self.dist.is_main:
             path = self.out_dir / "attention" / f"step-{self.step:07d}.npy"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,7 +391,7 @@ class Trainer:
                               f"or choose another --out")
         else:
             seed_stage(self.seed, self.name)
-        if self.dist.is_main and hasattr(self.model, "config"):  # what eval/checkpoints.py needs to rebuild a checkpoint
+        if self.dist.is_main and hasattr(self.model, "config"):  # what workflows/checkpoints.py needs to rebuild a checkpoint
             write_json(self.out_dir / "stage.json", {"model": self.model.config.to_dict(), "groups": sorted(self.sampler.by_group)})
         log = MetricsLog(metrics_path, self.out_dir / "tensorboard", self.step, enabled=self.dist.is_main)
         bar = tqdm(total=c.steps, initial=self.step, desc=self.name, unit="step",

@@ -1,11 +1,12 @@
 """`unimoe-audio eval-checkpoints`: the judges' scores across training.
 
 Validation loss says how well a model predicts codes; only the judges say whether it speaks.
-Every kept checkpoint of a stage (`<run>/<stage>/checkpoints/step-N.pt`) is exported as a model
-directory (`<stage>/exports/step-N/`) and evaluated on the same few validation items of the
-stage's task groups with `evaluate` (Whisper-base WER/CER, speaker similarity, music adherence);
-the scores go to `<stage>/judged.jsonl` and `<stage>/judged.png`. Finished checkpoints are not
-judged again, so the command can run while training goes on.
+Every kept checkpoint of a stage (`<run>/<stage>/checkpoints/step-N.pt`, or FSDP's shards
+`step-N.dcp/`, read in this one process) is exported as a model directory
+(`<stage>/exports/step-N/`) and evaluated on the same few validation items of the stage's task
+groups with `evaluate` (Whisper-base WER/CER, speaker similarity, music adherence); the scores go
+to `<stage>/judged.jsonl` and `<stage>/judged.png`. Finished checkpoints are not judged again, so
+the command can run while training goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.suite import evaluate
 from unimoe_audio.io import atomic_path, save_figure, write_json
 from unimoe_audio.model import TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, save_model
+from unimoe_audio.train import sharding
 from unimoe_audio.train.config import recipe_from_dict
 from unimoe_audio.train.trainer import list_checkpoints, read_metrics
 
@@ -49,10 +51,13 @@ def export(checkpoint: Path, stage_dir: Path, out: Path) -> Path:
     recipe = recipe_from_dict(json.loads((run / "recipe.json").read_text()))
     model = UniMoEAudioModel(UniMoEAudioConfig.from_dict(info["model"]))
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as err:
+        if checkpoint.is_dir():  # FSDP's shards
+            state = sharding.read_model(checkpoint, model)
+        else:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            model.load_state_dict(state["model"])
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
         raise UniMoEError(f"checkpoint {checkpoint} cannot be read ({err})") from None
-    model.load_state_dict(state["model"])
     save_model(out, model, TextFrontend.load(run / "frontend.json"))
     load_codec(recipe.corpus.codec_dir).save_pretrained(out / "codec")
     write_json(out / "training.json", {"stage": stage_dir.name, "step": int(state["step"]),
