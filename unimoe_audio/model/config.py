@@ -30,6 +30,9 @@ class UniMoEAudioConfig:
     codebook_size: int = 1024
     delays: tuple[int, ...] = (0, *range(8, 19))
     rope_theta: float = 1e6
+    # M-RoPE (released checkpoints): how many rotary frequencies follow the time, height and width
+    # position of a video token (sum = head_dim / 2); None = ordinary 1-D RoPE only
+    rope_sections: tuple[int, int, int] | None = None
     norm_eps: float = 1e-6
     max_positions: int = 4096
     init_std: float = 0.02
@@ -39,6 +42,8 @@ class UniMoEAudioConfig:
         if isinstance(self.moe, dict):
             self.moe = DCMoEConfig(**self.moe)
         self.delays = tuple(int(d) for d in self.delays)
+        if self.rope_sections is not None:
+            self.rope_sections = tuple(int(s) for s in self.rope_sections)
 
         def bad(msg: str) -> UniMoEError:
             return UniMoEError(f"invalid UniMoEAudioConfig: {msg}")
@@ -53,6 +58,10 @@ class UniMoEAudioConfig:
             raise bad(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
         if (self.hidden_size // self.num_heads) % 2:
             raise bad("the head dimension must be even for RoPE")
+        if self.rope_sections is not None and (len(self.rope_sections) != 3 or min(self.rope_sections) < 0
+                                               or sum(self.rope_sections) != self.head_dim // 2):
+            raise bad(f"rope_sections must be 3 non-negative counts summing to head_dim / 2 = {self.head_dim // 2}, "
+                      f"got {list(self.rope_sections)}")
         if self.ffn not in FFN_KINDS:
             raise bad(f"ffn must be one of {FFN_KINDS}, got {self.ffn!r}")
         if self.ffn == "moe":
@@ -79,6 +88,8 @@ class UniMoEAudioConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["delays"] = list(self.delays)
+        if self.rope_sections is not None:
+            out["rope_sections"] = list(self.rope_sections)
         return out
 
     @classmethod

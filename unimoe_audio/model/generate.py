@@ -166,9 +166,10 @@ class Generator:
         rows, b = len(prompts), len(requests)
         width = max(p.tokens.shape[0] for p in prompts)
         total = width + longest + 1 + pattern.max_delay
-        if total > c.max_positions:
-            raise UniMoEError(f"prompt ({width}) + {longest} frames exceeds the model's {c.max_positions} "
-                              "positions; ask for a shorter duration")
+        reach = max([width] + [int(p.positions.max()) + 1 for p in prompts if p.positions is not None])
+        if reach + longest + 1 + pattern.max_delay > c.max_positions:  # a video's time axis may reach past its tokens
+            raise UniMoEError(f"prompt ({reach} positions) + {longest} frames exceeds the model's {c.max_positions} "
+                              "positions; ask for a shorter duration or video")
         tokens = torch.full((rows, width), self.prompts.pad_id, dtype=torch.long)
         audio = torch.full((rows, k, width), pattern.pad, dtype=torch.long)
         is_audio = torch.zeros(rows, width, dtype=torch.bool)
@@ -177,8 +178,10 @@ class Generator:
             n = p.tokens.shape[0]
             tokens[i, width - n:], audio[i, :, width - n:], is_audio[i, width - n:] = p.tokens, p.audio, p.is_audio
             valid[i, width - n:] = True
-        tokens, audio, is_audio, valid = (t.to(device) for t in (tokens, audio, is_audio, valid))
         positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+        positions, vision = self._video_inputs(prompts, positions)
+        tokens, audio, is_audio, valid, positions = (t.to(device) for t in (tokens, audio, is_audio, valid, positions))
+        vision = None if vision is None else (vision[0].to(device), vision[1].to(device))
 
         temperature, top_k, top_p = (config.per_codebook(n, k, device) for n in ("temperature", "top_k", "top_p"))
         if config.decoding == "released" and any(bool((t != t[0]).any()) for t in (temperature, top_k, top_p)):
@@ -201,9 +204,10 @@ class Generator:
         try:
             with torch.inference_mode():
                 hidden, _, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
-                                            attn_mask=mask[:, None])
+                                            attn_mask=mask[:, None], vision=vision)
                 cache.length = width
-                next_pos = positions[:, -1:] + 1
+                # audio continues from the largest position so far (all of t, h, w alike: 1-D RoPE)
+                next_pos = (positions if positions.dim() == 2 else positions.amax(0))[:, -1:] + 1
                 for step in range(longest + 1 + pattern.max_delay):
                     stay = torch.tensor([i not in cancelled for i in live.tolist()], device=device)
                     if not stay.all():
@@ -245,6 +249,25 @@ class Generator:
                     next_pos = next_pos + 1
         finally:
             model.set_top_p(None)
+
+    @staticmethod
+    def _video_inputs(prompts: list[Segment], positions: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """Left-padded 1-D positions [B, W] -> [3, B, W] with the prompts' own M-RoPE positions, and
+        (where [B, W], features [N, D]) of their videos; unchanged (and None) without videos."""
+        if all(p.positions is None for p in prompts):
+            return positions, None
+        width = positions.shape[1]
+        positions = positions.expand(3, -1, -1).clone()
+        where = torch.zeros(positions.shape[1:], dtype=torch.bool)
+        features = []
+        for i, p in enumerate(prompts):
+            n = p.tokens.shape[0]
+            if p.positions is not None:
+                positions[:, i, width - n:] = p.positions
+            if p.vision is not None:
+                where[i, width - n:] = p.vision[0]
+                features.append(p.vision[1])
+        return positions, (where, torch.cat(features)) if features else None
 
     def _project_frame(self, logits, step, eos_at, lengths, temperature, top_k, top_p, gen) -> torch.Tensor:
         """One frame [B, K] by the project's rule; records codebook 0's EOS step in `eos_at`;

@@ -118,8 +118,11 @@ class UniMoEAudio:
         return Path(directory)
 
     def request(self, task: str, text: str = "", language: str | None = None, speaker: str | None = None,
-                caption: str = "", prompt_audio=None, prompt_text: str = "") -> Request:
-        """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec."""
+                caption: str = "", prompt_audio=None, prompt_text: str = "", video=None,
+                video_fps: float = 1.0) -> Request:
+        """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec;
+        `video` (music) is a path or frames [T, H, W, 3] uint8 sampled at `video_fps`."""
+        frames = None if video is None else self.video_frames(video, video_fps)
         prompt_codes = None
         if prompt_audio is not None:
             if isinstance(prompt_audio, (str, Path)):
@@ -129,7 +132,11 @@ class UniMoEAudio:
             check_prompt(wave, rate)
             prompt_codes = self.codec.encode(wave, rate)[0]
         return Request(task=task, text=text, language=language, speaker=speaker, caption=caption,
-                       prompt_text=prompt_text, prompt_codes=prompt_codes)
+                       prompt_text=prompt_text, prompt_codes=prompt_codes, video=frames, video_fps=video_fps)
+
+    def video_frames(self, video, fps: float) -> torch.Tensor:
+        """A video as checked frames [T, H, W, 3] uint8; only models with a vision path take one."""
+        raise UniMoEError("this model takes no video: only released checkpoints (with their vision tower) do")
 
     def generate(self, requests: list[Request], config: GenerationConfig | None = None,
                  progress: bool = False) -> list[np.ndarray]:
@@ -178,8 +185,9 @@ class UniMoEAudio:
         return self.generate([request], config, progress)[0], self.sample_rate
 
     def music(self, caption: str, duration: float | None = None, config: GenerationConfig | None = None,
-              progress: bool = False):
-        """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given."""
+              progress: bool = False, video=None, video_fps: float = 1.0):
+        """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given;
+        following `video` (a path, or frames [T, H, W, 3] uint8 sampled at `video_fps`) if given."""
         if not caption or not caption.strip():
             raise UniMoEError("the music caption is empty")
         if config is None:
@@ -187,7 +195,8 @@ class UniMoEAudio:
         elif duration is not None:  # `duration` fixes the length whatever the config says
             frames = self.music_frames(duration)
             config = replace(config, max_frames=frames, min_frames=frames)
-        return self.generate([self.request("t2m", caption=caption)], config, progress)[0], self.sample_rate
+        request = self.request("t2m", caption=caption, video=video, video_fps=video_fps)
+        return self.generate([request], config, progress)[0], self.sample_rate
 
     def speech_budget(self, text: str, language: str) -> int:
         """Maximum frames for speaking `text`."""

@@ -36,6 +36,8 @@ class Request:
     caption: str = ""
     prompt_text: str = ""
     prompt_codes: torch.Tensor | None = None  # [K, Tp] aligned codes of the voice prompt
+    video: torch.Tensor | None = None  # [T, H, W, 3] uint8 frames conditioning music (released checkpoints)
+    video_fps: float = 1.0  # the rate the frames were sampled at
     guidance_scale: float | None = None  # overrides GenerationConfig.guidance_scale for this request
     max_frames: int | None = None  # override GenerationConfig's lengths for this request, so requests
     min_frames: int | None = None  # of different lengths (speech and music) share one batch
@@ -51,6 +53,8 @@ class Request:
             raise UniMoEError(f"speech needs a language, one of {LANGUAGES}; got {self.language!r}")
         if self.task in ("tts", "clone") and not self.text.strip():
             raise UniMoEError("the text to speak is empty")
+        if self.video is not None and self.task != "t2m":
+            raise UniMoEError(f"a video conditions music only, not task {self.task!r}")
         if self.max_frames is not None and self.max_frames < 1 or self.min_frames is not None and self.min_frames < 0:
             raise UniMoEError(f"need max_frames >= 1 and min_frames >= 0, got {self.max_frames}, {self.min_frames}")
 
@@ -63,16 +67,21 @@ class Request:
 
 @dataclass
 class Segment:
-    """A prompt: text token ids [L] and audio codes [K, L] (PAD at text positions)."""
+    """A prompt: text token ids [L] and audio codes [K, L] (PAD at text positions); with a video
+    (released checkpoints), its features and 3-D positions."""
 
     tokens: torch.Tensor
     audio: torch.Tensor
     is_audio: torch.Tensor
+    positions: torch.Tensor | None = None  # [3, L] M-RoPE positions; None: 0, 1, … (1-D RoPE)
+    vision: tuple[torch.Tensor, torch.Tensor] | None = None  # (where [L] bool, features [N, D])
 
 
 def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Request, conditional: bool = True) -> Segment:
     """The prompt up to and including the all-BOS frame that starts generation."""
     r, f = request, frontend
+    if r.video is not None:
+        raise UniMoEError("this model takes no video: only released checkpoints (with their vision tower) do")
     k = pattern.num_codebooks
     parts: list[tuple[list[int], torch.Tensor | None]] = []  # text ids, or (None-text, frames)
     head = [f["<bos>"], f[f"<{r.task}>"]]

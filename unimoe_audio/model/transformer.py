@@ -2,6 +2,8 @@
 
 A sequence mixes text positions (token embeddings) and audio positions (the sum of K
 per-codebook embeddings of one frame). One head predicts all K codebooks of the next frame.
+Released checkpoints also take video tokens (vision-tower features in place of token embeddings)
+with 3-D (time, height, width) M-RoPE positions; every other position uses ordinary 1-D RoPE.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ class UniMoEAudioModel(nn.Module):
         self.layers = nn.ModuleList(Block(c) for _ in range(c.num_layers))
         self.norm = RMSNorm(c.hidden_size, c.norm_eps)
         self.head = nn.Linear(c.hidden_size, c.num_codebooks * v, bias=False)
-        for name in ("codebook_offsets", "rope_cos", "rope_sin"):
+        for name in ("codebook_offsets", "rope_cos", "rope_sin", "rope_axis"):
             self.register_buffer(name, None, persistent=False)
         self.reset_buffers()
         for module in self.modules():
@@ -162,10 +164,13 @@ class UniMoEAudioModel(nn.Module):
         return model
 
     def reset_buffers(self, device=None) -> None:
-        """(Re)compute the non-persistent buffers: codebook offsets and RoPE tables."""
+        """(Re)compute the non-persistent buffers: codebook offsets, RoPE tables, M-RoPE channel axes."""
         c = self.config
         self.codebook_offsets = torch.arange(c.num_codebooks, device=device) * c.audio_vocab_size
         self.rope_cos, self.rope_sin = (t.to(device) for t in rope_tables(c.head_dim, c.max_positions, c.rope_theta))
+        if c.rope_sections is not None:  # rotary channel j follows position axis rope_axis[j] (0 t, 1 h, 2 w)
+            axis = [a for a, n in enumerate(c.rope_sections) for _ in range(n)] * 2  # both halves of rotate-half
+            self.rope_axis = torch.tensor(axis, device=device)  # [hd]
 
     def embed(self, tokens: torch.Tensor, audio: torch.Tensor, is_audio: torch.Tensor) -> torch.Tensor:
         """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]."""
@@ -174,10 +179,24 @@ class UniMoEAudioModel(nn.Module):
         frames = self.embed_audio(codes).sum(dim=1)  # [B, L, D]
         return torch.where(is_audio[..., None], frames, text)
 
+    def rope(self, positions: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, L, hd] for positions [B, L], or for M-RoPE positions [3, B, L] (time,
+        height, width; Qwen2.5-VL's split of the rotary channels by `config.rope_sections`)."""
+        if positions.dim() == 2:
+            return self.rope_cos[positions][:, None].to(dtype), self.rope_sin[positions][:, None].to(dtype)
+        if self.rope_axis is None:
+            raise UniMoEError("3-D (M-RoPE) positions need a model with rope_sections (a released checkpoint)")
+        axis = self.rope_axis.view(1, 1, 1, -1).expand(1, *positions.shape[1:], -1)  # [1, B, L, hd]
+        cos = self.rope_cos[positions].gather(0, axis)[0]  # channel j from axis rope_axis[j]
+        sin = self.rope_sin[positions].gather(0, axis)[0]
+        return cos[:, None].to(dtype), sin[:, None].to(dtype)
+
     def hidden(self, tokens, audio, is_audio, positions=None, pad_mask=None, cache=None, attn_mask=None,
-               attention_layer: int | None = None):
+               attention_layer: int | None = None, vision: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Final hidden states [B, L, D], the MoE outputs of every layer and the attention
-        probabilities of `attention_layer` (None unless asked for)."""
+        probabilities of `attention_layer` (None unless asked for). positions: [B, L] (1-D RoPE) or
+        [3, B, L] (M-RoPE); vision: (where [B, L], features [N, D]): features in place of the token
+        embeddings at those positions, in row-major order."""
         b, n = tokens.shape
         if positions is None:
             positions = torch.arange(n, device=tokens.device).expand(b, n)
@@ -185,8 +204,10 @@ class UniMoEAudioModel(nn.Module):
             raise UniMoEError(f"sequence of {int(positions.max()) + 1} positions exceeds max_positions "
                               f"{self.config.max_positions}; shorten the text or the requested duration")
         x = self.embed(tokens, audio, is_audio)
-        cos = self.rope_cos[positions][:, None].to(x.dtype)  # [B, 1, L, hd]
-        sin = self.rope_sin[positions][:, None].to(x.dtype)
+        if vision is not None:
+            where, features = vision
+            x = x.masked_scatter(where[..., None], features.to(x.dtype))
+        cos, sin = self.rope(positions, x.dtype)  # [B, 1, L, hd]
         moe_outputs, attention = [], None
         for i, layer in enumerate(self.layers):
             x, moe, probs = layer(x, cos, sin, i, cache, attn_mask, pad_mask, need_weights=i == attention_layer)
