@@ -125,9 +125,11 @@ def prepare_video(frames: torch.Tensor, fps: float, pre: VideoPreprocessing,
     frames = check_frames(frames)
     p, tp, m = pre.patch_size, pre.temporal_patch_size, pre.merge_size
     h, w = frame_size(frames.shape[1], frames.shape[2], frames.shape[0], p * m, total_pixels)
-    x = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W]
-    if (h, w) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True).round().clamp(0, 255)
+    x = frames.permute(0, 3, 1, 2)  # [T, 3, H, W]
+    if (h, w) != tuple(x.shape[-2:]):  # a few frames at a time: a long video at full size stays uint8
+        x = torch.cat([F.interpolate(c.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+                       .round().clamp(0, 255) for c in x.split(16)])
+    x = x.float()
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1) / pre.rescale
     std = torch.tensor(pre.std).view(1, 3, 1, 1) / pre.rescale
     x = (x - mean) / std
