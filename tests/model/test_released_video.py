@@ -99,6 +99,10 @@ def test_forward_with_video_matches_released_tokens_positions_features_and_logit
         flat, _, _ = model.hidden(ids, audio, is_audio, positions.amax(0), pad_mask=~valid, attn_mask=mask,
                                   vision=(where, features))
     assert (flat[valid] - FX["hidden_states"][-1][valid]).abs().max() > 1e-2
+    with torch.no_grad():  # equal time, height and width positions are 1-D RoPE exactly (text and audio)
+        same, _, _ = model.hidden(ids, audio, is_audio, positions.amax(0).expand(3, -1, -1), pad_mask=~valid,
+                                  attn_mask=mask, vision=(where, features))
+    assert torch.equal(same, flat)
 
 
 def test_music_follows_the_video_same_seed_same_video_same_codes(api):
