@@ -17,7 +17,7 @@ shape is in `text_config`, the top-level copies are stale), safetensors shards w
     ….mlp.fixed_real_moe.{s}.down_proj.weight              -> layers.{i}.ffn.shared_down.weight columns
     model.norm.weight                                      -> norm.weight
     codec_head.weight                        [12·1027, D]  -> head.weight
-    lm_head.weight, visual.*                               -> kept as they are (unused by audio generation)
+    lm_head.weight, visual.*                               -> kept as they are (lm_head unused; visual.* read by vision.py for video)
 
 Shards are read one at a time and tensors one by one, so loading needs the weights once in their
 stored dtype (bf16 stays bf16 unless a dtype is asked for) plus one layer's experts in flight.
