@@ -82,7 +82,7 @@ class Service:
         """The request's lengths and guidance on the request, the rest of the settings as the config;
         the prompt is encoded once here so bad text fails now rather than in a batch."""
         if duration is None and request.video is not None:  # music for a video lasts as long as the video
-            duration = self.api.video_seconds(request.video)
+            duration = self.api.video_seconds(request)
         config = self.api.default_config(request.task, request.text, request.language or "en", duration)
         given = dict(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed)
         config = replace(config, **{k: v for k, v in given.items() if v is not None})
