@@ -184,6 +184,15 @@ class UniMoEAudio:
         """How long the video of a `request` made by `request()` lasts."""
         return len(request.video) / request.video_fps
 
+    def video_duration(self, request: Request, duration: float | None = None) -> float:
+        """How long the music for a v2m `request` lasts: as long as its video, or `duration` seconds
+        and then for the video's first `duration` seconds (the request keeps only the frames shown)."""
+        if duration is None:
+            return self.video_seconds(request)
+        shown = math.ceil(self.music_frames(duration) / self.codec.frame_rate * request.video_fps)
+        request.video = request.video[:max(1, shown)]
+        return duration
+
     def music_frames(self, duration: float) -> int:
         if not math.isfinite(duration) or duration <= 0:
             raise UniMoEError(f"duration must be a positive number of seconds, got {duration}")
@@ -215,11 +224,8 @@ class UniMoEAudio:
             raise UniMoEError("the music caption is empty")
         request = self.request("v2m" if video is not None else "t2m", caption=caption or "", video=video,
                                video_fps=video_fps)
-        if video is not None and duration is None:
-            duration = self.video_seconds(request)
-        elif video is not None:  # music for the video's first `duration` seconds: later frames are not shown
-            request.video = request.video[: max(1, math.ceil(self.music_frames(duration) / self.codec.frame_rate
-                                                             * request.video_fps))]
+        if video is not None:
+            duration = self.video_duration(request, duration)
         if config is None:
             config = self.default_config(request.task, duration=duration)
         elif duration is not None:  # `duration` fixes the length whatever the config says
