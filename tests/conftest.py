@@ -7,8 +7,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # A minimal real corpus, built once per test session: flite speech and short synthetic clips per task
 # group, manifests in the corpus format, a tiny spectral codec trained on them, token shards encoded.
+import importlib.util
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,8 +99,6 @@ def click_track(bpm: float, seconds: float, tonic: int, mode: str) -> np.ndarray
 
 @pytest.fixture(scope="session")
 def video_corpus(corpus, tmp_path_factory):
-    import shutil
-
     from unimoe_audio.codec import load_codec
     from unimoe_audio.data.videos import Timeline, render_video
 
@@ -122,3 +123,26 @@ def video_corpus(corpus, tmp_path_factory):
         (root / f"{split}.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
     encode_corpus(root, load_codec(root / "codec"), progress=False)
     return root
+
+
+# The tiny released-format checkpoint (tests/fixtures/released/tiny.py, a folder of scripts, not a
+# package), with its random DAC, written as the authors' folder is laid out.
+RELEASED_FIXTURES = Path(__file__).parent / "fixtures" / "released"
+
+
+def released_fixture(name: str):
+    """tests/fixtures/released/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"released_{name}", RELEASED_FIXTURES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def released_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("released")
+    layout = json.loads((RELEASED_FIXTURES / "layout.json").read_text())
+    folder = released_fixture("tiny").write_checkpoint(root / "ckpt", layout, seed=0)
+    pth, _ = released_fixture("dac").write_dac_both_ways(root)
+    shutil.copytree(pth, folder / "dac_model")
+    return folder

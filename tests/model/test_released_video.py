@@ -5,10 +5,8 @@ resizing, the checkpoint's Qwen2.5-VL processor, get_rope_index, the vision towe
 transformers' window masks, see vision.py) and forward(), on a left-padded batch of two videos.
 """
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,31 +19,17 @@ from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.model.released import ReleasedUniMoEAudio
 from unimoe_audio.model.released.vision import VideoPreprocessing, prepare_video
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "released"
+from ..conftest import RELEASED_FIXTURES
 
-
-def _module(name):
-    spec = importlib.util.spec_from_file_location(f"released_{name}", FIXTURES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tiny, dac = _module("tiny"), _module("dac")
-LAYOUT = json.loads((FIXTURES / "layout.json").read_text())
-with safe_open(str(FIXTURES / "video.safetensors"), "pt") as _f:
+with safe_open(str(RELEASED_FIXTURES / "video.safetensors"), "pt") as _f:
     FX = {k: _f.get_tensor(k) for k in _f.keys()}
     META = {k: json.loads(v) for k, v in _f.metadata().items()}
 GREEDY = GenerationConfig(decoding="released", max_frames=6, min_frames=6, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    root = tmp_path_factory.mktemp("released")
-    folder = tiny.write_checkpoint(root / "ckpt", LAYOUT, seed=0)
-    pth, _ = dac.write_dac_both_ways(root)
-    shutil.copytree(pth, folder / "dac_model")
-    return UniMoEAudio.from_pretrained(folder)
+def api(released_folder):
+    return UniMoEAudio.from_pretrained(released_folder)
 
 
 def close(actual, expected, tol):
