@@ -145,3 +145,22 @@ def test_video_needs_a_vision_tower_and_music(api, tmp_path):
     blind_api = ReleasedUniMoEAudio(api.model, api.tokenizer, api.spec, api.codec, blind)
     with pytest.raises(UniMoEError, match="no vision tower"):
         blind_api.music("A calm piano piece.", config=GREEDY, video=frames)
+
+
+def test_generate_cli_makes_music_for_a_video_with_a_converted_folder(api, tmp_path, capsys):
+    """`unimoe-audio generate --task v2m --video` on a converted released folder: music as long as
+    the video read at --video-fps (3 frames at 100 frames/s: 30 ms, 60 frames of the tiny codec)."""
+    from unimoe_audio.cli.main import main
+    from unimoe_audio.codec import load_audio
+    from unimoe_audio.video import write_video
+
+    converted, out = tmp_path / "converted", tmp_path / "music.wav"
+    assert main(["convert", "--from-released", str(api.directory), "--out", str(converted)]) == 0
+    clip = write_video(tmp_path / "clip.mp4", FX["frames.0"].numpy(), fps=100)
+    assert main(["generate", "--model", str(converted), "--task", "v2m", "--video", str(clip), "--video-fps", "100",
+                 "--caption", "A calm piano piece.", "--seed", "0", "-o", str(out)]) == 0
+    wave, rate = load_audio(out)
+    assert len(wave) == 60 * 8 and "(0.03 s of audio" in capsys.readouterr().out
+    assert main(["generate", "--model", str(converted), "--task", "music", "--video-fps", "2", "--caption", "x",
+                 "-o", str(out)]) == 2
+    assert "--video-fps is for --task v2m" in capsys.readouterr().err
