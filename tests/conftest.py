@@ -7,8 +7,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # A minimal real corpus, built once per test session: flite speech and short synthetic clips per task
 # group, manifests in the corpus format, a tiny spectral codec trained on them, token shards encoded.
+import importlib.util
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,18 +89,16 @@ V2M_BPM = (90, 120, 150)
 V2M_KEYS = ((0, "major", "C major"), (9, "minor", "A minor"), (7, "major", "G major"))
 
 
-def click_track(bpm: float, seconds: float, tonic: int) -> np.ndarray:
-    """A short tone of the key's tonic on every beat."""
+def click_track(bpm: float, seconds: float, tonic: int, mode: str) -> np.ndarray:
+    """A short chord of the key's tonic triad on every beat."""
     t = np.arange(int(seconds * RATE)) / RATE
     phase = t % (60 / bpm)
-    tone = np.sin(2 * np.pi * 261.63 * 2 ** (tonic / 12) * t)
-    return (0.5 * tone * np.exp(-phase / 0.05)).astype(np.float32)
+    chord = sum(np.sin(2 * np.pi * 261.63 * 2 ** ((tonic + step) / 12) * t) for step in (0, 4 if mode == "major" else 3, 7))
+    return (0.2 * chord * np.exp(-phase / 0.05)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
 def video_corpus(corpus, tmp_path_factory):
-    import shutil
-
     from unimoe_audio.codec import load_codec
     from unimoe_audio.data.videos import Timeline, render_video
 
@@ -112,7 +113,7 @@ def video_corpus(corpus, tmp_path_factory):
             n = sum(V2M_ITEMS[s] for s in list(V2M_ITEMS)[: list(V2M_ITEMS).index(split)]) + i
             bpm, (tonic, mode, key) = V2M_BPM[n % 3], V2M_KEYS[n % 3]
             item_id = f"v2m-{split}-{i}"
-            sf.write(root / "audio" / f"{item_id}.wav", click_track(bpm, seconds, tonic), RATE)
+            sf.write(root / "audio" / f"{item_id}.wav", click_track(bpm, seconds, tonic, mode), RATE)
             beats = tuple(np.arange(0, seconds, 60 / bpm))
             render_video(Timeline(seconds, ((0.0, seconds, 60 + tonic),), beats, (), tonic, mode),
                          root / "videos" / f"{item_id}.mp4")
@@ -122,3 +123,26 @@ def video_corpus(corpus, tmp_path_factory):
         (root / f"{split}.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
     encode_corpus(root, load_codec(root / "codec"), progress=False)
     return root
+
+
+# The tiny released-format checkpoint (tests/fixtures/released/tiny.py, a folder of scripts, not a
+# package), with its random DAC, written as the authors' folder is laid out.
+RELEASED_FIXTURES = Path(__file__).parent / "fixtures" / "released"
+
+
+def released_fixture(name: str):
+    """tests/fixtures/released/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"released_{name}", RELEASED_FIXTURES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def released_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("released")
+    layout = json.loads((RELEASED_FIXTURES / "layout.json").read_text())
+    folder = released_fixture("tiny").write_checkpoint(root / "ckpt", layout, seed=0)
+    pth, _ = released_fixture("dac").write_dac_both_ways(root)
+    shutil.copytree(pth, folder / "dac_model")
+    return folder

@@ -26,6 +26,14 @@ def test_frames_are_sampled_at_the_asked_rate_cropped_and_resized(tmp_path):
     assert read_video(path, fps=20, size=48)[0].shape == (80, 48, 48, 3)  # a faster rate repeats frames
 
 
+def test_size_none_keeps_the_streams_own_frames(tmp_path):
+    """For a model that resizes frames itself (a released checkpoint's vision tower): no crop, no resize."""
+    path = write_video(tmp_path / "clip.mp4", coloured(10, 48, 64), fps=10)
+    frames, _ = read_video(path, fps=2, size=None)
+    assert frames.shape == (2, 48, 64, 3)
+    assert (frames[:, 24, 32] > 240).all() and np.abs(frames[:, 0, 0].mean(-1) - [0, 30]).max() <= 4
+
+
 def test_write_is_atomic_and_checks_its_frames(tmp_path):
     with pytest.raises(UniMoEError, match="even height and width"):
         write_video(tmp_path / "odd.mp4", coloured(3, 47, 64), fps=8)

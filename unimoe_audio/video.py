@@ -2,7 +2,8 @@
 
 `read_video(path, fps, size, max_seconds)` decodes the first video stream and samples it at a
 fixed rate: frame k shows what is on screen at time k / fps (the latest decoded frame whose
-timestamp is not after it), cropped to the centre square and resized to size × size. So a clip
+timestamp is not after it), cropped to the centre square and resized to size × size (with
+`size=None`, as the stream stores it: for a model that resizes frames itself). So a clip
 of d seconds gives about d · fps frames whatever its own frame rate, and frame k's time is known
 exactly, which is what lines video tokens up with audio. `write_video` writes H.264 (mpeg4 where
 the FFmpeg build has no libx264), atomically.
@@ -23,22 +24,24 @@ MAX_SIZE = 1024  # largest frame side `read_video` resizes to
 MAX_FPS = 120.0
 
 
-def _check_rate(fps: float, what: str) -> float:
+def check_rate(fps: float, what: str) -> float:
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
         raise UniMoEError(f"{what} must be a frame rate in (0, {MAX_FPS:g}] frames per second, got {fps!r}")
     return float(fps)
 
 
-def read_video(path: str | Path, fps: float = 8.0, size: int = 32, max_seconds: float = 60.0) -> tuple[np.ndarray, float]:
-    """-> (frames uint8 [T, size, size, 3] RGB, fps): the video sampled at `fps` frames per second.
+def read_video(path: str | Path, fps: float = 8.0, size: int | None = 32,
+               max_seconds: float = 60.0) -> tuple[np.ndarray, float]:
+    """-> (frames uint8 [T, size, size, 3] RGB, fps): the video sampled at `fps` frames per second
+    (`size=None`: frames [T, H, W, 3] at the stream's own size, uncropped).
 
     Raises UniMoEError for a missing or unreadable file, a file without a video stream, a stream
     of absurd dimensions, a video longer than `max_seconds`, or one that decodes to no frame.
     """
     import av
 
-    fps = _check_rate(fps, "the video frame rate")
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+    fps = check_rate(fps, "the video frame rate")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE):
         raise UniMoEError(f"the video frame size must be an integer number of pixels in [1, {MAX_SIZE}], got {size!r}")
     if not isinstance(max_seconds, (int, float)) or not math.isfinite(max_seconds) or max_seconds <= 0:
         raise UniMoEError(f"max_seconds must be a positive number, got {max_seconds!r}")
@@ -55,8 +58,11 @@ def read_video(path: str | Path, fps: float = 8.0, size: int = 32, max_seconds: 
             if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
                 raise UniMoEError(f"{path}: a {width}×{height} video; frames must be 1 to {MAX_SIDE} pixels on each side")
             rate = float(stream.average_rate or stream.guessed_rate or 25)
-            scale = size / min(width, height)  # the short side becomes `size`, then the centre square is kept
-            w, h = max(size, round(width * scale)), max(size, round(height * scale))
+            if size is None:
+                w, h, keep = width, height, (height, width)
+            else:  # the short side becomes `size`, then the centre square is kept
+                scale = size / min(width, height)
+                w, h, keep = max(size, round(width * scale)), max(size, round(height * scale)), (size, size)
             latest, start = None, None
             for i, frame in enumerate(container.decode(stream)):
                 t = float(frame.time) if frame.time is not None else i / rate
@@ -67,8 +73,8 @@ def read_video(path: str | Path, fps: float = 8.0, size: int = 32, max_seconds: 
                 if t > max_seconds:
                     raise UniMoEError(f"{path} is longer than {max_seconds:g} s; cut it to at most {max_seconds:g} s")
                 image = frame.to_ndarray(width=w, height=h, format="rgb24")
-                top, left = (h - size) // 2, (w - size) // 2
-                latest = image[top: top + size, left: left + size]
+                top, left = (h - keep[0]) // 2, (w - keep[1]) // 2
+                latest = image[top: top + keep[0], left: left + keep[1]]
             if latest is not None:  # the last frame lasts one frame period
                 while len(frames) / fps < (t + 1 / rate) - 1e-9:
                     frames.append(latest)
@@ -85,7 +91,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """Write frames uint8 [T, H, W, 3] (RGB; H and W even) as an MP4 video at `fps`, atomically."""
     import av
 
-    fps = _check_rate(fps, "fps")
+    fps = check_rate(fps, "fps")
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise UniMoEError(f"video frames must be a non-empty uint8 array [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")

@@ -132,7 +132,7 @@ def test_v2m_is_scored_on_what_the_video_determines_beside_a_mismatched_video(vi
     v2m = report["music"]["v2m"]
     assert v2m["items"] == 2 and set(v2m) == {"items", "matched", "mismatched", "ground_truth"}
     truth = v2m["ground_truth"]  # click tracks on the videos' beats, in the stated keys
-    assert truth["beat_alignment"] > 0.6 and truth["tempo_accuracy"] == 1.0 and truth["mode_accuracy"] is not None
+    assert truth["beat_alignment"] > 0.6 and truth["tempo_accuracy"] == 1.0 and truth["key_accuracy"] is not None
     for scores in (v2m["matched"], v2m["mismatched"]):
         assert 0 <= scores["beat_alignment"] <= 1 and scores["tempo_accuracy"] is not None
     assert (Path(report["output"]) / "audio" / "v2m-test-0#mismatched.wav").is_file()

@@ -233,6 +233,8 @@ def test_a_tiny_model_overfits_and_greedy_generation_reproduces_its_item(fronten
     (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["long"], prompt_text="Glue."), "long"),
     (lambda api, p: api.tts("Hi.", language="en", prompt_audio=p["broken"], prompt_text="Glue."), "cannot read"),
     (lambda api, p: api.generate([Request(task="speak")]), "task"),
+    (lambda api, p: api.generate([Request(task="t2m", caption="jig", video=torch.zeros(2, 28, 28, 3, dtype=torch.uint8))]),
+     "takes no video"),
 ])
 def test_bad_input_gets_a_clear_error(api, tmp_path, call, message):
     import numpy as np

@@ -71,14 +71,17 @@ def test_released_folder_loads_through_the_api_cli_and_conversion_unmodified(fol
     voice = np.random.default_rng(1).normal(0, 0.1, 9_600).astype(np.float32)
     speech = api.request("clone", text="Hello there.", language="en", prompt_audio=(voice, 16_000),
                          prompt_text="The voice prompt.")
-    codes = api.generator.run([music, speech], GREEDY)
+    frames = np.random.default_rng(2).integers(0, 256, (2, 40, 60, 3), dtype=np.uint8)
+    video = api.request("v2m", caption="A calm piano piece.", video=frames)
+    codes = api.generator.run([music, speech, video], GREEDY)
     wave, rate = api.music("A calm piano piece.", config=GREEDY)
     assert rate == 16_000 and wave.dtype == np.float32 and len(wave) == codes[0].shape[-1] * 8
 
     assert main(["convert", "--from-released", str(folder), "--out", str(tmp_path / "converted")]) == 0
     converted = UniMoEAudio.from_pretrained(tmp_path / "converted")
     assert isinstance(converted, ReleasedUniMoEAudio)
-    again = converted.generator.run([music, speech], GREEDY)
+    again = converted.generator.run([music, speech, converted.request("v2m", caption="A calm piano piece.",
+                                                                       video=frames)], GREEDY)
     assert all(torch.equal(a, b) for a, b in zip(codes, again))
     weight_map = json.loads((tmp_path / "converted" / "model.safetensors.index.json").read_text())["weight_map"]
     assert {n for n in LAYOUT if n.startswith("visual.") or n == "lm_head.weight"} <= set(weight_map)

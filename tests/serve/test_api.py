@@ -196,3 +196,24 @@ def test_a_model_without_vision_refuses_a_video(server, video_server):
     clip = video_server[2]
     r = server.client.post("/v1/audio/music", data={"caption": "a jig"}, files={"video": ("c.mp4", clip.read_bytes())})
     assert r.status_code == 400 and "no vision encoder" in r.json()["error"]["message"]
+
+
+def test_a_released_checkpoint_makes_music_for_an_uploaded_video_as_the_python_api_does(released_folder, tmp_path):
+    """Through its Qwen2.5-VL vision tower; `duration` keeps the tiny codec's 2000 frames/s short."""
+    from unimoe_audio.model import UniMoEAudio
+    from unimoe_audio.serve import ServeSettings
+    from unimoe_audio.video import write_video
+
+    from .conftest import LIMITS, LiveServer
+
+    api = UniMoEAudio.from_pretrained(released_folder)
+    clip = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 256, (4, 40, 60, 3), dtype=np.uint8), 2)
+    live = LiveServer(api, ServeSettings(max_batch=8, batch_wait_ms=20, limits=LIMITS))
+    try:
+        r = live.client.post("/v1/audio/music", data={"caption": "A calm piano piece.", "duration": "0.01", **GREEDY},
+                             files={"video": ("clip.mp4", clip.read_bytes(), "video/mp4")})
+    finally:
+        live.stop()
+    assert r.status_code == 200, r.text
+    expected, rate = api.music("A calm piano piece.", 0.01, video=clip, config=replace(api.default_config("v2m"), **GREEDY))
+    assert r.content == formats.encode(expected, rate, "wav") and len(expected) == 20 * 8

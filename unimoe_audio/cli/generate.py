@@ -25,8 +25,12 @@ def register(subparsers) -> None:
     p.add_argument("--prompt-text", default="", help="transcript of --prompt-audio (clone)")
     p.add_argument("--caption", default="", help="music description (music; optional for v2m)")
     p.add_argument("--video", type=Path, help="the video to make music for (v2m; any format FFmpeg reads)")
+    p.add_argument("--video-fps", type=float,
+                   help="frames per second read from --video (released checkpoints, default 1; a project model "
+                        "reads at its own rate)")
     p.add_argument("--duration", type=float,
-                   help="music length in seconds (default 10, v2m: the video's; released checkpoints: until EOS, 2 to 19.6 s)")
+                   help="music length in seconds (default 10, v2m: the video's; released checkpoints' music: until EOS, "
+                        "2 to 19.6 s)")
     p.add_argument("--guidance", type=float,
                    help="classifier-free guidance scale (default: 1 speech; music 3, released checkpoints 10)")
     p.add_argument("--temperature", type=float, help="default 1.0")
@@ -53,6 +57,8 @@ def run(args) -> int:
         raise UniMoEError("--text is required for speech")
     if (args.task == "v2m") != (args.video is not None):
         raise UniMoEError("--task v2m needs --video clip.mp4" if args.task == "v2m" else "--video is for --task v2m")
+    if args.video_fps is not None and args.video is None:
+        raise UniMoEError("--video-fps is for --task v2m --video")
     task = {"music": "t2m", "tts": "tts", "clone": "clone", "v2m": "v2m"}[args.task]
     config: GenerationConfig = api.default_config(task, args.text, args.language, args.duration)
     given = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, decoding=args.decoding,
@@ -61,7 +67,8 @@ def run(args) -> int:
                      seed=args.seed, moe_top_p=args.moe_top_p)
     start = time.perf_counter()
     if args.task in ("music", "v2m"):
-        wave, rate = api.music(args.caption, args.duration, config=config, progress=True, video=args.video)
+        wave, rate = api.music(args.caption, args.duration, config=config, progress=True, video=args.video,
+                               video_fps=args.video_fps)
     elif args.task == "tts":
         if not args.speaker:
             raise UniMoEError("--speaker is required for tts (see --list-speakers)")

@@ -93,12 +93,12 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
             config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
             video = None
             if e["task"] == "v2m":  # the video's first `seconds` (looped if it is shorter)
-                vision = api.model.config.vision
-                if vision is None:
-                    raise UniMoEError(f"{e['id']} is a v2m item but this model has no vision encoder; "
+                if not api.takes_video:
+                    raise UniMoEError(f"{e['id']} is a v2m item but this model takes no video; "
                                       "evaluate it on the other task groups (groups=...)")
-                video = torch.from_numpy(read_video(corpus / shown["video"], vision.fps, vision.size, MAX_VIDEO_SECONDS)[0])
-                video = video[torch.arange(math.ceil(seconds * vision.fps)) % len(video)]
+                fps, size, _ = api.video_format()
+                video = torch.from_numpy(read_video(corpus / shown["video"], fps, size, MAX_VIDEO_SECONDS)[0])
+                video = video[torch.arange(math.ceil(seconds * fps)) % len(video)]
             request = api.request(e["task"], caption=e["caption"], video=video)
         else:
             config = GenerationConfig(max_frames=api.speech_budget(e["text"], e["language"]), seed=seed + i)

@@ -4,7 +4,9 @@ Presets: `tiny` (CPU tests and the quick start), `small` (the small recipe on 2 
 `paper` (the released model's backbone, REFERENCE.md §2: hidden 2048, 36 layers, 16/2 heads,
 8 routed + 1 null + 2 shared experts, 12 codebooks × 1024 codes, delays [0, 8, …, 18]).
 `vision` (a VisionConfig) gives the model a vision encoder for video-to-music; None (the default,
-and what a config.json written before it existed means) is a model without one.
+and what a config.json written before it existed means) is a model without one. `rope_sections`
+(released checkpoints, whose Qwen2.5-VL vision tower lives outside the transformer) splits the rotary
+channels between a video token's time, height and width positions (M-RoPE).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class UniMoEAudioConfig:
     codebook_size: int = 1024
     delays: tuple[int, ...] = (0, *range(8, 19))
     rope_theta: float = 1e6
+    # M-RoPE (released checkpoints): how many rotary frequencies follow the time, height and width
+    # position of a video token (sum = head_dim / 2); None = ordinary 1-D RoPE only
+    rope_sections: tuple[int, int, int] | None = None
     norm_eps: float = 1e-6
     max_positions: int = 4096
     init_std: float = 0.02
@@ -45,6 +50,8 @@ class UniMoEAudioConfig:
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
         self.delays = tuple(int(d) for d in self.delays)
+        if self.rope_sections is not None:
+            self.rope_sections = tuple(int(s) for s in self.rope_sections)
 
         def bad(msg: str) -> UniMoEError:
             return UniMoEError(f"invalid UniMoEAudioConfig: {msg}")
@@ -59,6 +66,10 @@ class UniMoEAudioConfig:
             raise bad(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
         if (self.hidden_size // self.num_heads) % 2:
             raise bad("the head dimension must be even for RoPE")
+        if self.rope_sections is not None and (len(self.rope_sections) != 3 or min(self.rope_sections) < 0
+                                               or sum(self.rope_sections) != self.head_dim // 2):
+            raise bad(f"rope_sections must be 3 non-negative counts summing to head_dim / 2 = {self.head_dim // 2}, "
+                      f"got {list(self.rope_sections)}")
         if self.ffn not in FFN_KINDS:
             raise bad(f"ffn must be one of {FFN_KINDS}, got {self.ffn!r}")
         if self.ffn == "moe":
@@ -85,8 +96,11 @@ class UniMoEAudioConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["delays"] = list(self.delays)
-        if self.vision is None:  # a model without vision saves the config it saved before vision existed
-            del out["vision"]
+        if self.rope_sections is not None:
+            out["rope_sections"] = list(self.rope_sections)
+        for name in ("vision", "rope_sections"):  # unused, they stay out: a config reads as it did before they existed
+            if out[name] is None:
+                del out[name]
         return out
 
     @classmethod

@@ -127,6 +127,19 @@ def released_sample(logits: torch.Tensor, temperature: float, top_k: int, top_p:
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+def batch_positions(prompts: list[Segment], positions: torch.Tensor) -> torch.Tensor:
+    """Left-padded 1-D positions [B, W] -> [3, B, W] holding the prompts' own M-RoPE positions
+    (released checkpoints with a video); unchanged when no prompt has any."""
+    if all(p.positions is None for p in prompts):
+        return positions
+    width = positions.shape[1]
+    positions = positions.expand(3, -1, -1).clone()
+    for i, p in enumerate(prompts):
+        if p.positions is not None:
+            positions[:, i, width - p.tokens.shape[0]:] = p.positions
+    return positions
+
+
 def guidance_of(request: Request, config: GenerationConfig) -> float:
     """The guidance scale a request decodes with: its own, else the config's, else the task default."""
     if request.guidance_scale is not None:
@@ -196,9 +209,10 @@ class Decoding:
         if self.guided:
             prompts += [g.prompts.encode(r, False) for r in requests]
         for p, most in zip(prompts, max_frames * (2 if self.guided else 1)):
-            if p.tokens.shape[0] + most + 1 + pattern.max_delay > model.config.max_positions:
-                raise UniMoEError(f"prompt ({p.tokens.shape[0]}) + {most} frames exceeds the model's "
-                                  f"{model.config.max_positions} positions; ask for a shorter duration")
+            reach = p.tokens.shape[0] if p.positions is None else int(p.positions.max()) + 1  # M-RoPE: time may reach further
+            if reach + most + 1 + pattern.max_delay > model.config.max_positions:
+                raise UniMoEError(f"prompt ({reach} positions) + {most} frames exceeds the model's "
+                                  f"{model.config.max_positions} positions; ask for a shorter duration or video")
         self._feed()  # the batch's last frames go in first, so every row is at the same point
         rows, width, k = len(prompts), max(p.tokens.shape[0] for p in prompts), pattern.num_codebooks
         tokens = torch.full((rows, width), g.prompts.pad_id, dtype=torch.long)
@@ -209,9 +223,9 @@ class Decoding:
             n = p.tokens.shape[0]
             tokens[i, width - n:], audio[i, :, width - n:], is_audio[i, width - n:] = p.tokens, p.audio, p.is_audio
             valid[i, width - n:] = True
-        tokens, audio, is_audio, valid = (t.to(device) for t in (tokens, audio, is_audio, valid))
-        video = {k: v.to(device) for k, v in video_batch(prompts, width, left=True).items()}  # conditional v2m rows
-        positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+        positions = batch_positions(prompts, (valid.long().cumsum(-1) - 1).clamp_min(0))
+        tokens, audio, is_audio, valid, positions = (t.to(device) for t in (tokens, audio, is_audio, valid, positions))
+        video = {k: v.to(device) for k, v in video_batch(prompts, width, left=True).items()}
         cache = KVCache(model.config, rows, width + max(max_frames) + 1 + pattern.max_delay, device,
                         next(model.parameters()).dtype)
         cache.key_valid[:, :width] = valid
@@ -221,7 +235,8 @@ class Decoding:
             hidden, _, _ = model.hidden(tokens, audio, is_audio, positions, pad_mask=~valid, cache=cache,
                                         attn_mask=mask[:, None], **video)
         cache.length = width
-        hidden, next_pos = hidden[:, -1:], positions[:, -1:] + 1
+        # audio continues from the largest position so far, on every M-RoPE axis alike (1-D RoPE)
+        hidden, next_pos = hidden[:, -1:], (positions if positions.dim() == 2 else positions.amax(0))[:, -1:] + 1
 
         ids = list(range(self._next_id, self._next_id + len(requests)))
         self._next_id += len(requests)

@@ -142,9 +142,11 @@ class UniMoEAudio:
         return Path(directory)
 
     def request(self, task: str, text: str = "", language: str | None = None, speaker: str | None = None,
-                caption: str = "", prompt_audio=None, prompt_text: str = "", video=None) -> Request:
+                caption: str = "", prompt_audio=None, prompt_text: str = "", video=None,
+                video_fps: float | None = None) -> Request:
         """A `Request`; `prompt_audio` is a path or (wave, sample_rate) and is encoded with the codec;
-        `video` (v2m) is a path (read at the vision encoder's rate and size) or such frames."""
+        `video` (v2m) is a path, read as `video_format` says, or frames [T, H, W, 3] uint8 sampled at
+        `video_fps` (None: the model's own rate)."""
         prompt_codes = None
         if prompt_audio is not None:
             if isinstance(prompt_audio, (str, Path)):
@@ -153,20 +155,28 @@ class UniMoEAudio:
                 wave, rate = _wave_and_rate(prompt_audio)
             check_prompt(wave, rate)
             prompt_codes = self.codec.encode(wave, rate)[0]
+        if video is not None:
+            video_fps, size, longest = self.video_format(video_fps)
+            if isinstance(video, (str, Path)):
+                video = read_video(video, video_fps, size, longest)[0]
         return Request(task=task, text=text, language=language, speaker=speaker, caption=caption,
-                       prompt_text=prompt_text, prompt_codes=prompt_codes, video=self.video_frames(video))
+                       prompt_text=prompt_text, prompt_codes=prompt_codes, video=video, video_fps=video_fps)
 
-    def video_frames(self, video) -> torch.Tensor | None:
-        """uint8 frames [T, S, S, 3] of a video path (or of such frames, checked) for this model's vision encoder."""
-        if video is None:
-            return None
+    @property
+    def takes_video(self) -> bool:
+        """Whether this model makes music for a video (task v2m): it has a vision encoder."""
+        return self.model.config.vision is not None
+
+    def video_format(self, fps: float | None = None) -> tuple[float, int | None, float]:
+        """How this model reads a video: (frames per second, frame side or None for the video's own
+        size, longest video in seconds); `fps` asks for another rate where the model allows one."""
         vision = self.model.config.vision
-        if vision is None:
+        if not self.takes_video:
             raise UniMoEError("this model has no vision encoder, so it cannot take a video; use a model trained with "
                               "video-to-music items (task v2m)")
-        if isinstance(video, (str, Path)):
-            return torch.from_numpy(read_video(video, vision.fps, vision.size, vision.max_seconds)[0])
-        return torch.as_tensor(video)
+        if fps not in (None, vision.fps):
+            raise UniMoEError(f"this model reads video at {vision.fps:g} frames/s only; leave video_fps unset")
+        return vision.fps, vision.size, vision.max_seconds
 
     def generate(self, requests: list[Request], config: GenerationConfig | None = None,
                  progress: bool = False) -> list[np.ndarray]:
@@ -193,9 +203,18 @@ class UniMoEAudio:
             return GenerationConfig(max_frames=frames, min_frames=frames)
         return GenerationConfig(max_frames=self.speech_budget(text, language))
 
-    def video_seconds(self, frames: torch.Tensor) -> float:
-        """How long video frames [T, S, S, 3] read for this model last."""
-        return len(frames) / self.model.config.vision.fps
+    def video_seconds(self, request: Request) -> float:
+        """How long the video of a `request` made by `request()` lasts."""
+        return len(request.video) / request.video_fps
+
+    def video_duration(self, request: Request, duration: float | None = None) -> float:
+        """How long the music for a v2m `request` lasts: as long as its video, or `duration` seconds
+        and then for the video's first `duration` seconds (the request keeps only the frames shown)."""
+        if duration is None:
+            return self.video_seconds(request)
+        shown = math.ceil(self.music_frames(duration) / self.codec.frame_rate * request.video_fps)
+        request.video = request.video[:max(1, shown)]
+        return duration
 
     def music_frames(self, duration: float) -> int:
         if not math.isfinite(duration) or duration <= 0:
@@ -219,19 +238,17 @@ class UniMoEAudio:
         return self.generate([request], config, progress)[0], self.sample_rate
 
     def music(self, caption: str = "", duration: float | None = None, config: GenerationConfig | None = None,
-              progress: bool = False, video=None):
+              progress: bool = False, video=None, video_fps: float | None = None):
         """Music for `caption`: `duration` seconds (10 s by default), also when a `config` is given.
-        With `video` (a path, or frames as `request` takes them) it is music for that video
-        (video-to-music; the caption may then be empty), as long as the video unless `duration` says
-        (then for the video's first `duration` seconds)."""
+        With `video` (a path, or frames sampled at `video_fps`, as `request` takes them) it is music
+        for that video (video-to-music; the caption may then be empty), as long as the video unless
+        `duration` says (then for the video's first `duration` seconds)."""
         if video is None and (not caption or not caption.strip()):
             raise UniMoEError("the music caption is empty")
-        request = self.request("v2m" if video is not None else "t2m", caption=caption or "", video=video)
-        if video is not None and duration is None:
-            duration = self.video_seconds(request.video)
-        elif video is not None:  # music for the video's first `duration` seconds: later frames are not shown
-            request.video = request.video[: max(1, math.ceil(self.music_frames(duration) / self.codec.frame_rate
-                                                             * self.model.config.vision.fps))]
+        request = self.request("v2m" if video is not None else "t2m", caption=caption or "", video=video,
+                               video_fps=video_fps)
+        if video is not None:
+            duration = self.video_duration(request, duration)
         if config is None:
             config = self.default_config(request.task, duration=duration)
         elif duration is not None:  # `duration` fixes the length whatever the config says

@@ -11,7 +11,8 @@ prompt's frames as they come from the codec, the generated audio in the delay pa
 starting from an all-BOS frame. Video positions (`<frame>` tokens) hold the vision encoder's
 tokens, frame after frame (model/vision.py). The unconditional form used for classifier-free
 guidance drops the target text (tts, clone), the caption (t2m) or the video and the caption
-(v2m), and keeps everything else.
+(v2m), and keeps everything else. Released checkpoints write their own prompts from the same
+`Request` (model/released/prompts.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.transformer import IGNORE
 from unimoe_audio.model.vision import VisionConfig
+from unimoe_audio.video import check_rate
 
 
 @dataclass
@@ -41,7 +43,8 @@ class Request:
     caption: str = ""
     prompt_text: str = ""
     prompt_codes: torch.Tensor | None = None  # [K, Tp] aligned codes of the voice prompt
-    video: torch.Tensor | None = None  # uint8 [T, S, S, 3] frames at the vision encoder's rate and size (v2m)
+    video: torch.Tensor | None = None  # uint8 [T, H, W, 3] RGB frames (v2m); numpy is converted
+    video_fps: float | None = None  # the rate the frames were sampled at; None: the model's own (UniMoEAudio.video_format)
     guidance_scale: float | None = None  # overrides GenerationConfig.guidance_scale for this request
     max_frames: int | None = None  # override GenerationConfig's lengths for this request, so requests
     min_frames: int | None = None  # of different lengths (speech and music) share one batch
@@ -59,10 +62,10 @@ class Request:
             raise UniMoEError("the text to speak is empty")
         if (self.task == "v2m") != (self.video is not None):
             raise UniMoEError("video-to-music needs a video" if self.task == "v2m" else f"task {self.task} takes no video")
-        if self.video is not None and (self.video.dim() != 4 or self.video.shape[-1] != 3 or len(self.video) == 0
-                                       or self.video.dtype != torch.uint8):
-            raise UniMoEError(f"video frames must be uint8 [T, H, W, 3] with T >= 1, got {self.video.dtype} "
-                              f"{list(self.video.shape)}")
+        if self.video is not None:
+            self.video = check_frames(self.video)
+        if self.video_fps is not None:
+            check_rate(self.video_fps, "video_fps")
         if self.max_frames is not None and self.max_frames < 1 or self.min_frames is not None and self.min_frames < 0:
             raise UniMoEError(f"need max_frames >= 1 and min_frames >= 0, got {self.max_frames}, {self.min_frames}")
 
@@ -74,16 +77,35 @@ class Request:
                    video=ex.video)
 
 
+def check_frames(frames) -> torch.Tensor:
+    """A video as frames [T, H, W, 3] uint8 (numpy or torch) -> a uint8 tensor, or UniMoEError."""
+    if not isinstance(frames, torch.Tensor):
+        try:
+            frames = torch.from_numpy(frames)
+        except TypeError:
+            raise UniMoEError(f"a video must be frames [T, H, W, 3] uint8 (numpy or torch) or a path, got "
+                              f"{type(frames).__name__}") from None
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise UniMoEError(f"video frames must be uint8 [T, H, W, 3] (RGB), got {frames.dtype} {list(frames.shape)}")
+    if 0 in frames.shape:
+        raise UniMoEError(f"the video has no pixels: frames of shape {list(frames.shape)}")
+    return frames
+
+
 @dataclass
 class Segment:
-    """A prompt: text token ids [L] and audio codes [K, L] (PAD at text positions); with a video,
-    its frames [T, S, S, 3] and the positions of their tokens (`is_video` [L])."""
+    """A prompt: text token ids [L] and audio codes [K, L] (PAD at text positions). With a video,
+    `is_video` [L] marks its tokens' positions and one of two things fills them: `video`, frames
+    [T, S, S, 3] for the model's vision encoder, or `video_features` [N, D] from a vision tower
+    outside the model (released checkpoints, whose video prompts also take 3-D M-RoPE `positions`)."""
 
     tokens: torch.Tensor
     audio: torch.Tensor
     is_audio: torch.Tensor
     video: torch.Tensor | None = None
     is_video: torch.Tensor | None = None
+    video_features: torch.Tensor | None = None
+    positions: torch.Tensor | None = None  # [3, L] M-RoPE positions; None: 0, 1, … (1-D RoPE)
 
 
 def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Request, conditional: bool = True,
@@ -98,9 +120,10 @@ def encode_prompt(frontend: TextFrontend, pattern: DelayPattern, request: Reques
         if vision is None or not f.video:
             raise UniMoEError("this model has no vision encoder, so it cannot take a video; use a model trained with "
                               "video-to-music items (task v2m)")
-        if r.video.shape[1:] != (vision.size, vision.size, 3):
-            raise UniMoEError(f"video frames must be {vision.size}×{vision.size} RGB for this model, got "
-                              f"{list(r.video.shape[1:])} (read the video with the model's fps and size)")
+        if r.video.shape[1:] != (vision.size, vision.size, 3) or r.video_fps not in (None, vision.fps):
+            raise UniMoEError(f"this model reads video as {vision.size}×{vision.size} RGB frames at {vision.fps:g} "
+                              f"frames/s, got {list(r.video.shape[1:])} at {r.video_fps or vision.fps:g} (pass the path "
+                              "and let the model read it, or use unimoe_audio.video.read_video with its fps and size)")
         video = r.video if conditional else None
         head = [f["<bos>"], f["<v2m>"], f["<video>"]]
         head += [f["<frame>"]] * (0 if video is None else len(video) * vision.tokens_per_frame)
@@ -248,18 +271,25 @@ class SequenceCollator:
 
 
 def video_batch(segments: list[Segment], length: int, left: bool = False) -> dict:
-    """The video keys of a batch of `segments` padded to `length` (left-padded with `left`): `video`
-    uint8 [B, T_max, S, S, 3], `video_frames` [B] and `is_video` [B, length]; {} when none has a video
-    (a batch without video is what it was before video existed)."""
-    videos = [s.video for s in segments if s.video is not None]
-    if not videos:
+    """The video keys of a batch of `segments` padded to `length` (left-padded with `left`):
+    `is_video` [B, length] and what fills those positions, `video` uint8 [B, T_max, S, S, 3] with
+    `video_frames` [B] (the model's vision encoder) or `video_features` [N, D]; {} when none has a
+    video (a batch without video is what it was before video existed)."""
+    shown = [s for s in segments if s.is_video is not None]
+    if not shown:
         return {}
-    out = {"video": torch.zeros((len(segments), max(len(v) for v in videos), *videos[0].shape[1:]), dtype=torch.uint8),
-           "video_frames": torch.zeros(len(segments), dtype=torch.long),
-           "is_video": torch.zeros(len(segments), length, dtype=torch.bool)}
+    out = {"is_video": torch.zeros(len(segments), length, dtype=torch.bool)}
+    for i, s in enumerate(segments):
+        if s.is_video is not None:
+            n = s.tokens.shape[0]
+            out["is_video"][i, slice(length - n, length) if left else slice(0, n)] = s.is_video
+    if shown[0].video_features is not None:
+        out["video_features"] = torch.cat([s.video_features for s in shown])  # row by row: the positions' order
+        return out
+    videos = [s.video for s in shown]
+    out["video"] = torch.zeros((len(segments), max(len(v) for v in videos), *videos[0].shape[1:]), dtype=torch.uint8)
+    out["video_frames"] = torch.zeros(len(segments), dtype=torch.long)
     for i, s in enumerate(segments):
         if s.video is not None:
-            n = s.tokens.shape[0]
             out["video"][i, :len(s.video)], out["video_frames"][i] = s.video, len(s.video)
-            out["is_video"][i, slice(length - n, length) if left else slice(0, n)] = s.is_video
     return out

@@ -1,8 +1,10 @@
 """The UniMoE-Audio transformer (paper Fig. 2): decoder-only, pre-norm, RoPE, GQA, DCMoE FFNs.
 
 A sequence mixes text positions (token embeddings), audio positions (the sum of K per-codebook
-embeddings of one frame) and, in a model with a vision encoder, video positions (its tokens,
-model/vision.py). One head predicts all K codebooks of the next frame.
+embeddings of one frame) and video positions: the tokens of the model's own vision encoder
+(model/vision.py), or for released checkpoints the features of their Qwen2.5-VL vision tower, with
+3-D (time, height, width) M-RoPE positions (model/released/vision.py); every other position uses
+ordinary 1-D RoPE. One head predicts all K codebooks of the next frame.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ class UniMoEAudioModel(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.norm_eps)
         self.head = nn.Linear(c.hidden_size, c.num_codebooks * v, bias=False)
         self.vision = VisionEncoder(c.vision, c.hidden_size) if c.vision is not None else None
-        for name in ("codebook_offsets", "rope_cos", "rope_sin"):
+        for name in ("codebook_offsets", "rope_cos", "rope_sin", "rope_axis"):
             self.register_buffer(name, None, persistent=False)
         self.reset_buffers()
         for module in self.modules():
@@ -193,44 +195,63 @@ class UniMoEAudioModel(nn.Module):
         return model
 
     def reset_buffers(self, device=None) -> None:
-        """(Re)compute the non-persistent buffers: codebook offsets and RoPE tables."""
+        """(Re)compute the non-persistent buffers: codebook offsets, RoPE tables, M-RoPE channel axes."""
         c = self.config
         self.codebook_offsets = torch.arange(c.num_codebooks, device=device) * c.audio_vocab_size
         self.rope_cos, self.rope_sin = (t.to(device) for t in rope_tables(c.head_dim, c.max_positions, c.rope_theta))
+        if c.rope_sections is not None:  # rotary channel j follows position axis rope_axis[j] (0 t, 1 h, 2 w)
+            axis = [a for a, n in enumerate(c.rope_sections) for _ in range(n)] * 2  # both halves of rotate-half
+            self.rope_axis = torch.tensor(axis, device=device)  # [hd]
 
     def embed(self, tokens: torch.Tensor, audio: torch.Tensor, is_audio: torch.Tensor, video: torch.Tensor | None = None,
-              video_frames: torch.Tensor | None = None, is_video: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]; with video [B, T, S, S, 3]
-        (row i's first video_frames[i] frames are real), the positions where is_video [B, L] hold
-        the vision encoder's tokens, in order."""
+              video_frames: torch.Tensor | None = None, is_video: torch.Tensor | None = None,
+              video_features: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens [B, L], audio [B, K, L], is_audio [B, L] -> [B, L, D]. The positions where is_video
+        [B, L] is set hold video tokens, in row-major order: `video_features` [N, D] made outside the
+        model (a released checkpoint's vision tower), else this model's vision encoder's tokens of
+        `video` [B, T, S, S, 3] (row i's first video_frames[i] frames are real)."""
         text = self.embed_text(tokens)
         codes = audio.clamp_min(0) + self.codebook_offsets[None, :, None]  # [B, K, L]
         frames = self.embed_audio(codes).sum(dim=1)  # [B, L, D]
         x = torch.where(is_audio[..., None], frames, text)
-        if video is None:
+        if is_video is None:
             return x
-        if self.vision is None:
-            raise UniMoEError("this model has no vision encoder, so it cannot take a video")
-        seen = self.vision(video)  # [B, T·P, D]
-        per_frame = self.vision.config.tokens_per_frame
-        real = torch.arange(seen.shape[1], device=x.device)[None] < video_frames[:, None] * per_frame  # [B, T·P]
-        if int(real.sum()) != int(is_video.sum()):
-            raise UniMoEError(f"{int(is_video.sum())} video positions for {int(real.sum())} video tokens")
-        return x.masked_scatter(is_video[..., None], seen[real].to(x.dtype))
+        if video_features is None:
+            if self.vision is None:
+                raise UniMoEError("this model has no vision encoder, so it cannot take a video")
+            seen = self.vision(video)  # [B, T·P, D]
+            per_frame = self.vision.config.tokens_per_frame
+            video_features = seen[torch.arange(seen.shape[1], device=x.device)[None] < video_frames[:, None] * per_frame]
+        if video_features.shape[0] != int(is_video.sum()):
+            raise UniMoEError(f"{int(is_video.sum())} video positions for {video_features.shape[0]} video tokens")
+        return x.masked_scatter(is_video[..., None], video_features.to(x.dtype))
+
+    def rope(self, positions: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, 1, L, hd] for positions [B, L], or for M-RoPE positions [3, B, L] (time,
+        height, width; Qwen2.5-VL's split of the rotary channels by `config.rope_sections`)."""
+        if positions.dim() == 2:
+            return self.rope_cos[positions][:, None].to(dtype), self.rope_sin[positions][:, None].to(dtype)
+        if self.rope_axis is None:
+            raise UniMoEError("3-D (M-RoPE) positions need a model with rope_sections (a released checkpoint)")
+        axis = self.rope_axis.view(1, 1, 1, -1).expand(1, *positions.shape[1:], -1)  # [1, B, L, hd]
+        cos = self.rope_cos[positions].gather(0, axis)[0]  # channel j from axis rope_axis[j]
+        sin = self.rope_sin[positions].gather(0, axis)[0]
+        return cos[:, None].to(dtype), sin[:, None].to(dtype)
 
     def hidden(self, tokens, audio, is_audio, positions=None, pad_mask=None, cache=None, attn_mask=None,
-               attention_layer: int | None = None, video=None, video_frames=None, is_video=None):
+               attention_layer: int | None = None, video=None, video_frames=None, is_video=None,
+               video_features=None):
         """Final hidden states [B, L, D], the MoE outputs of every layer and the attention
-        probabilities of `attention_layer` (None unless asked for); video as in `embed`."""
+        probabilities of `attention_layer` (None unless asked for). positions: [B, L] (1-D RoPE) or
+        [3, B, L] (M-RoPE); the video arguments as in `embed`."""
         b, n = tokens.shape
         if positions is None:
             positions = torch.arange(n, device=tokens.device).expand(b, n)
         if int(positions.max()) >= self.config.max_positions:
             raise UniMoEError(f"sequence of {int(positions.max()) + 1} positions exceeds max_positions "
                               f"{self.config.max_positions}; shorten the text or the requested duration")
-        x = self.embed(tokens, audio, is_audio, video, video_frames, is_video)
-        cos = self.rope_cos[positions][:, None].to(x.dtype)  # [B, 1, L, hd]
-        sin = self.rope_sin[positions][:, None].to(x.dtype)
+        x = self.embed(tokens, audio, is_audio, video, video_frames, is_video, video_features)
+        cos, sin = self.rope(positions, x.dtype)  # [B, 1, L, hd]
         moe_outputs, attention = [], None
         for i, layer in enumerate(self.layers):
             x, moe, probs = layer(x, cos, sin, i, cache, attn_mask, pad_mask, need_weights=i == attention_layer)

@@ -271,7 +271,7 @@ def create_app(api: UniMoEAudio, settings: ServeSettings = ServeSettings(), name
                 except UniMoEError as err:
                     raise ApiError.from_user_error(err, "video") from None
             if duration is None:
-                limits.duration(api.video_seconds(request.video), "video")
+                limits.duration(api.video_seconds(request), "video")
             return request
 
         return await generate("music", http, build, body, "caption", duration)

@@ -81,8 +81,8 @@ class Service:
     def prepare(self, request: Request, sampling: Sampling, text_field: str, duration: float | None) -> GenerationConfig:
         """The request's lengths and guidance on the request, the rest of the settings as the config;
         the prompt is encoded once here so bad text fails now rather than in a batch."""
-        if duration is None and request.video is not None:  # music for a video lasts as long as the video
-            duration = self.api.video_seconds(request.video)
+        if request.video is not None:  # as long as the video, or its first `duration` seconds
+            duration = self.api.video_duration(request, duration)
         config = self.api.default_config(request.task, request.text, request.language or "en", duration)
         given = dict(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed)
         config = replace(config, **{k: v for k, v in given.items() if v is not None})

@@ -109,7 +109,7 @@ def page(service: Service) -> gr.Blocks:
             limits.upload(os.path.getsize(video_path), "the video")
             words = (caption or "").strip() and limits.text(caption, "caption")
             request = api.request("v2m", caption=words or "", video=video_path)
-            limits.duration(api.video_seconds(request.video), "the video")
+            limits.duration(api.video_seconds(request), "the video")
             return request
 
         return await generate(build, f"music for the video {caption or ''}".strip(), controls, "caption")
@@ -136,7 +136,7 @@ def page(service: Service) -> gr.Blocks:
                     duration = gr.Slider(0.5, limits.max_duration, value=min(10.0, limits.max_duration), step=0.5,
                                          label="Duration (seconds)")
                     compose = gr.Button("Generate music", variant="primary", elem_id="music-generate")
-                with gr.Tab("Music for a video", visible=api.model.config.vision is not None):
+                with gr.Tab("Music for a video", visible=api.takes_video):
                     video = gr.Video(sources=["upload"], label="Video (as long as the music; at most "
                                      f"{limits.max_duration:g} s)", elem_id="v2m-video")
                     video_caption = gr.Textbox(label="Caption (optional)", lines=2, elem_id="v2m-caption",

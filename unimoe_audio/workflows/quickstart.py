@@ -45,7 +45,7 @@ def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, P
     else:
         clips["music"] = api.music(music["caption"], duration=8.0, config=GenerationConfig(seed=seed))
         titles["music"] = music["caption"]
-    if video is not None and api.model.config.vision is not None:
+    if video is not None and api.takes_video:
         clips["v2m"] = api.music(video["caption"], duration=8.0, video=corpus / video["video"],
                                  config=GenerationConfig(seed=seed))
         titles["v2m"] = f"{video['video']}: {video['caption']}"

@@ -12,6 +12,7 @@ Two folder kinds load here:
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +32,7 @@ from unimoe_audio.model.released.checkpoint import (EXTRA, INDEX, ReleasedSpec, 
                                                     load_released_model, released_config,
                                                     weight_files)
 from unimoe_audio.model.released.prompts import ReleasedPrompts, check_tokenizer_files, load_tokenizer
+from unimoe_audio.model.released.vision import MAX_VIDEO_SECONDS, VIDEO_FPS, ReleasedVision
 from unimoe_audio.model.transformer import UniMoEAudioModel
 
 # The released demo's limits: 1000 decode steps, at least 100 frames. The last 19 steps (the
@@ -59,12 +61,37 @@ def released_limits(max_delay: int) -> dict:
 
 class ReleasedUniMoEAudio(UniMoEAudio):
     """The released checkpoint behind `tts()` / `music()`, with the released prompts and decoding
-    by default (`GenerationConfig(decoding="released")`). Speech always clones a voice prompt."""
+    by default (`GenerationConfig(decoding="released")`). Speech always clones a voice prompt;
+    music may follow a video (task v2m, `music(caption, video=...)`), through the checkpoint's
+    vision tower, read from `directory` on first use."""
 
-    def __init__(self, model: UniMoEAudioModel, tokenizer, spec: ReleasedSpec, codec: Codec):
+    def __init__(self, model: UniMoEAudioModel, tokenizer, spec: ReleasedSpec, codec: Codec,
+                 directory: str | Path | None = None):
         pattern = DelayPattern(model.config.delays, model.config.codebook_size)
-        self.tokenizer, self.spec = tokenizer, spec
-        super().__init__(model, None, codec, ReleasedPrompts(tokenizer, spec, pattern))
+        self.tokenizer, self.spec, self.directory = tokenizer, spec, directory
+        self._vision: ReleasedVision | None = None
+        super().__init__(model, None, codec, ReleasedPrompts(tokenizer, spec, pattern, self.vision))
+
+    @property
+    def takes_video(self) -> bool:
+        """Whether the folder has what a video needs: vision tower settings, video tokens, M-RoPE."""
+        return None not in (self.directory, self.spec.vision_config, self.spec.video_ids, self.model.config.rope_sections)
+
+    def vision(self) -> ReleasedVision:
+        """The vision tower (loaded on first use, in the transformer's dtype and device)."""
+        if self._vision is None:
+            if not self.takes_video:
+                raise UniMoEError("this checkpoint takes no video: it has no vision tower (a folder converted before "
+                                  "video support needs converting again)")
+            param = next(self.model.parameters())
+            self._vision = ReleasedVision.load(self.directory, self.spec.vision_config, param.dtype, param.device)
+        return self._vision
+
+    def video_format(self, fps: float | None = None) -> tuple[float, int | None, float]:
+        """Any rate (1 frame/s by default, as released), frames at the video's own size (the tower's
+        preprocessing resizes them), at most 30 s; a checkpoint without a vision tower refuses here."""
+        self.vision()
+        return VIDEO_FPS if fps is None else fps, None, MAX_VIDEO_SECONDS
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu", dtype: torch.dtype | None = None) -> "ReleasedUniMoEAudio":
@@ -80,14 +107,15 @@ class ReleasedUniMoEAudio(UniMoEAudio):
             check_tokenizer_files(directory)
             codec = load_dac(directory / "codec")
             model = load_converted_model(directory, config, dtype, device)
-        return cls(model, load_tokenizer(directory, spec), spec, codec)
+        return cls(model, load_tokenizer(directory, spec), spec, codec, directory)
 
     def default_config(self, task: str, text: str = "", language: str = "en",
                        duration: float | None = None) -> GenerationConfig:
         """The released settings (guidance 10 music / 1 speech, top-k 45, temperature 1, EOS factor
-        0.6 music / 1 speech, 100 to 981 frames); `duration` asks for exactly that much music instead."""
+        0.6 music / 1 speech, 100 to 981 frames); `duration` asks for exactly that much music instead
+        (`music()` asks for a video's length)."""
         limits = released_limits(self.generator.pattern.max_delay)
-        if task == "t2m" and duration is not None:
+        if task in ("t2m", "v2m") and duration is not None:
             frames = self.music_frames(duration)
             limits = dict(max_frames=frames, min_frames=frames)
         return GenerationConfig(**limits, decoding="released", temperature=1.0, top_k=45, top_p=1.0)
@@ -100,7 +128,9 @@ def converted_config(raw: dict) -> tuple[UniMoEAudioConfig, ReleasedSpec]:
     raw = dict(raw)
     raw.pop("model_type")
     released = raw.pop("released")
-    spec = ReleasedSpec(int(released["placeholder_id"]), tuple(released["codec_values"]))
+    video = released.get("video_ids")
+    spec = ReleasedSpec(int(released["placeholder_id"]), tuple(released["codec_values"]),
+                        tuple(video) if video else None, released.get("vision_config"))
     return UniMoEAudioConfig.from_dict(raw), spec
 
 
@@ -170,11 +200,12 @@ def write_converted(out: Path, tensors: Iterable[tuple[str, torch.Tensor]], conf
     return out
 
 
-def iter_extras(directory: str | Path) -> Iterator[tuple[str, torch.Tensor]]:
-    """lm_head.weight and visual.* of a released or converted folder, unchanged (kept, never trained)."""
+def iter_extras(directory: str | Path, names: re.Pattern = EXTRA) -> Iterator[tuple[str, torch.Tensor]]:
+    """lm_head.weight and visual.* (or those of them matching `names`) of a released or converted
+    folder, unchanged (kept, never trained)."""
     files = weight_files(directory)
-    for path in sorted(set(files.values())):
+    for path in sorted({p for n, p in files.items() if EXTRA.match(n) and names.match(n)}):
         with safe_open(str(path), "pt") as f:
             for name in f.keys():
-                if EXTRA.match(name):
+                if EXTRA.match(name) and names.match(name):
                     yield name, f.get_tensor(name)

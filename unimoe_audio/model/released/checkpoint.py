@@ -17,7 +17,7 @@ shape is in `text_config`, the top-level copies are stale), safetensors shards w
     ….mlp.fixed_real_moe.{s}.down_proj.weight              -> layers.{i}.ffn.shared_down.weight columns
     model.norm.weight                                      -> norm.weight
     codec_head.weight                        [12·1027, D]  -> head.weight
-    lm_head.weight, visual.*                               -> kept as they are (unused by audio generation)
+    lm_head.weight, visual.*                               -> kept as they are (lm_head unused; visual.* read by vision.py for video)
 
 Shards are read one at a time and tensors one by one, so loading needs the weights once in their
 stored dtype (bf16 stays bf16 unless a dtype is asked for) plus one layer's experts in flight.
@@ -47,10 +47,12 @@ EXTRA = re.compile(r"^(visual\..+|lm_head\.weight)$")  # kept in a converted fol
 
 @dataclass(frozen=True)
 class ReleasedSpec:
-    """What the released folder says beyond the transformer's shape: the text side's ids."""
+    """What the released folder says beyond the transformer's shape: the text side's ids, the video side."""
 
     placeholder_id: int  # <|AUDIO_PLACEHOLDER|>: positions that carry a codec frame
     codec_values: tuple[int, int, int]  # EOS, PAD, BOS as the config names them
+    video_ids: tuple[int, int, int] | None = None  # <|vision_start|>, <|video_pad|>, <|vision_end|>
+    vision_config: dict | None = None  # config.json vision_config: the Qwen2.5-VL vision tower
 
 
 def is_released(directory: str | Path) -> bool:
@@ -73,6 +75,7 @@ def released_config(raw: dict, where: str) -> tuple[UniMoEAudioConfig, ReleasedS
         k, vocab = int(raw["codec_channels"]), int(raw["codec_vocab_size"])
         eos, pad, bos = int(raw["codec_eos_value"]), int(raw["codec_pad_value"]), int(raw["codec_bos_value"])
         size = vocab - 3
+        sections = (t.get("rope_scaling") or {}).get("mrope_section")
         if (eos, pad, bos) != (size, size + 1, size + 2):
             raise UniMoEError(f"{where}: codec EOS/PAD/BOS {eos}/{pad}/{bos} are not {size}/{size + 1}/{size + 2}")
         if t.get("hidden_act", "silu") != "silu" or t.get("token_drop", False):
@@ -89,9 +92,11 @@ def released_config(raw: dict, where: str) -> tuple[UniMoEAudioConfig, ReleasedS
             num_heads=int(t["num_attention_heads"]), num_kv_heads=int(t["num_key_value_heads"]), qkv_bias=True,
             ffn="moe", moe=moe, text_vocab_size=int(t["vocab_size"]), num_codebooks=k, codebook_size=size,
             delays=tuple(raw["codec_delay_pattern"]), rope_theta=float(t["rope_theta"]),
-            norm_eps=float(t["rms_norm_eps"]),
+            rope_sections=tuple(sections) if sections else None, norm_eps=float(t["rms_norm_eps"]),
             max_positions=min(int(t.get("max_position_embeddings", MAX_POSITIONS)), MAX_POSITIONS))
-        spec = ReleasedSpec(int(raw["codec_placeholder_value"]), (eos, pad, bos))
+        video = [raw.get(n) for n in ("vision_start_token_id", "video_token_id", "vision_end_token_id")]
+        spec = ReleasedSpec(int(raw["codec_placeholder_value"]), (eos, pad, bos),
+                            tuple(int(i) for i in video) if None not in video else None, raw.get("vision_config"))
     except KeyError as err:
         raise UniMoEError(f"{where}: config.json lacks {err.args[0]!r}") from None
     return config, spec

@@ -4,25 +4,30 @@ Every prompt is one hand-built ChatML turn followed by <|AUDIO_START|>:
 
     <|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nUSER<|im_end|>\n<|im_start|>assistant\n<|AUDIO_START|>
 
-    music   USER = <|MUSIC_START|>caption<|MUSIC_END|>            unconditional row: caption "Low quality."
+    t2m     USER = <|MUSIC_START|>caption<|MUSIC_END|>            unconditional row: caption "Low quality."
+    v2m     USER = <|vision_start|> one <|video_pad|> per video token <|vision_end|> + the above,
+                   in both rows (the released code gives the unconditional row the same video)
     speech  USER = <|SPEECH_PROMPT_START|>prompt transcript<|SPEECH_PROMPT_END|>
                    <|VOICE_PROMPT_START|> one <|AUDIO_PLACEHOLDER|> per voice-prompt frame <|VOICE_PROMPT_END|>
                    <|SPEECH_START|>target text<|SPEECH_END|>          unconditional row: empty target text
 
 The voice prompt's frames are in the released delayed layout (`voice_prompt_layout`); each
 placeholder position carries the sum of its frame's codebook embeddings. Generation then starts
-from an all-BOS frame after <|AUDIO_START|>.
+from an all-BOS frame after <|AUDIO_START|>. Video tokens carry the vision tower's features and
+3-D positions (`vision.py`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from unimoe_audio.codec.delay import DelayPattern
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model.released.checkpoint import ReleasedSpec
+from unimoe_audio.model.released.vision import VIDEO_FPS, VISION_TOKENS, PreparedVideo, ReleasedVision, mrope_positions
 from unimoe_audio.model.sequence import Request, Segment
 
 SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -76,18 +81,23 @@ def voice_prompt_layout(codes: torch.Tensor, pattern: DelayPattern) -> torch.Ten
 
 
 class ReleasedPrompts:
-    """`PromptEncoder` for released checkpoints: the exact released prompts as token ids + frames."""
+    """`PromptEncoder` for released checkpoints: the exact released prompts as token ids + frames.
+    `vision` gives the vision tower when a request holds a video (loaded on first use)."""
 
-    def __init__(self, tokenizer, spec: ReleasedSpec, pattern: DelayPattern):
-        self.tokenizer, self.spec, self.pattern = tokenizer, spec, pattern
+    def __init__(self, tokenizer, spec: ReleasedSpec, pattern: DelayPattern,
+                 vision: Callable[[], ReleasedVision] | None = None):
+        self.tokenizer, self.spec, self.pattern, self.vision = tokenizer, spec, pattern, vision
         self.pad_id = int(tokenizer.pad_token_id)
         self.audio_id = spec.placeholder_id
+        self._last_video: tuple | None = None  # (frames, fps, prepared, features): both rows of a request share it
 
-    def text(self, request: Request, conditional: bool) -> tuple[str, torch.Tensor | None]:
+    def text(self, request: Request, conditional: bool, video_tokens: int = 0) -> tuple[str, torch.Tensor | None]:
         """The prompt string and the voice-prompt frames its placeholders hold ([K, n] or None)."""
         r = request
-        if r.task == "t2m":
-            return SYSTEM + TURN.format(f"<|MUSIC_START|>{r.caption if conditional else UNCONDITIONAL_CAPTION}"
+        if r.task in ("t2m", "v2m"):
+            start, pad, end = VISION_TOKENS
+            video = start + pad * video_tokens + end if video_tokens else ""
+            return SYSTEM + TURN.format(f"{video}<|MUSIC_START|>{r.caption if conditional else UNCONDITIONAL_CAPTION}"
                                         "<|MUSIC_END|>") + AUDIO_START, None
         if r.prompt_codes is None:
             raise UniMoEError("the released model speaks only in a given voice: pass prompt_audio and prompt_text")
@@ -102,8 +112,23 @@ class ReleasedPrompts:
         start = tokens.index(self.tokenizer.convert_tokens_to_ids("<|SPEECH_START|>"))
         return start + 1, tokens.index(self.tokenizer.convert_tokens_to_ids("<|SPEECH_END|>"), start)
 
+    def video(self, request: Request) -> tuple[ReleasedVision, PreparedVideo, torch.Tensor]:
+        """The request's video prepared and through the vision tower (reused for the request's second row)."""
+        if self.vision is None:
+            raise UniMoEError("these prompts were built without the checkpoint's vision tower: they take no video")
+        vision, last, fps = self.vision(), self._last_video, request.video_fps or VIDEO_FPS
+        if last is None or last[0] is not request.video or last[1] != fps:
+            ids = [self.tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+            if tuple(ids) != self.spec.video_ids:
+                raise UniMoEError(f"the tokenizer's video tokens {VISION_TOKENS} are ids {ids}, config.json says "
+                                  f"{list(self.spec.video_ids)}")
+            prepared = vision.prepare(request.video, fps)
+            last = self._last_video = (request.video, fps, prepared, vision.features(prepared))
+        return vision, last[2], last[3]
+
     def encode(self, request: Request, conditional: bool) -> Segment:
-        text, frames = self.text(request, conditional)
+        video = self.video(request) if request.video is not None else None  # (vision, prepared, features)
+        text, frames = self.text(request, conditional, video[2].shape[0] if video else 0)
         ids = torch.tensor(self.tokenizer(text, add_special_tokens=False).input_ids + [self.audio_id])
         is_audio = ids == self.audio_id
         start = torch.full((self.pattern.num_codebooks, 1), self.pattern.bos, dtype=torch.long)  # generation's BOS frame
@@ -112,4 +137,12 @@ class ReleasedPrompts:
             raise UniMoEError(f"the text contains the special token {PLACEHOLDER}; remove it")
         audio = torch.full((self.pattern.num_codebooks, ids.shape[0]), self.pattern.pad, dtype=torch.long)
         audio[:, is_audio] = frames
-        return Segment(ids, audio, is_audio)
+        if video is None:
+            return Segment(ids, audio, is_audio)
+        vision, prepared, features = video
+        is_video = ids == self.spec.video_ids[1]
+        if int(is_video.sum()) != features.shape[0] or int((ids == self.spec.video_ids[0]).sum()) != 1:
+            raise UniMoEError(f"the caption contains one of the video tokens {VISION_TOKENS}; remove it")
+        positions = mrope_positions(ids, self.spec.video_ids[1], [prepared], vision.pre.merge_size,
+                                    vision.tokens_per_second)
+        return Segment(ids, audio, is_audio, is_video=is_video, video_features=features, positions=positions)
