@@ -84,6 +84,23 @@ def test_requests_joining_a_running_batch_get_what_they_get_alone(api, examples,
         assert frames.shape[-1] == alone.shape[1] + 1 + pattern.max_delay  # it left as soon as it ended
 
 
+def test_a_batch_that_every_request_has_left_takes_new_ones(api, examples):
+    """Joining is allowed between any two steps, also once the batch is empty."""
+    config = GenerationConfig(max_frames=4, min_frames=4, temperature=0.0)
+    reqs, pattern = requests(examples), api.generator.pattern
+    batch = api.generator.decoding([reqs[0]], config)
+    while batch.ids:
+        batch.step()
+        batch.drop(batch.finished())
+    (i,) = batch.join([reqs[1]])
+    frames = []
+    while batch.ids:
+        frames.append(batch.step()[i][0])
+        batch.drop(batch.finished())
+    alone = api.generator.run([reqs[1]], config)[0]
+    assert torch.equal(pattern.revert(torch.stack(frames, dim=-1)[None])[0, :, : alone.shape[1]], alone)
+
+
 def test_guidance_scale_changes_the_output(api, examples):
     reqs = requests(examples)[3:]  # music
     plain = api.generator.run(reqs, GenerationConfig(max_frames=10, min_frames=10, temperature=0.0, guidance_scale=0.0))

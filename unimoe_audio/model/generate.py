@@ -350,11 +350,11 @@ class Decoding:
 
     def _feed(self) -> None:
         """Run the frames chosen last through the model (one cached position per row)."""
-        if self.pending is None:
+        pending, self.pending = self.pending, None
+        if pending is None or not len(pending):  # nothing chosen yet, or every request has left
             return
         g, cache, device = self.generator, self.cache, self.device
-        feed = self.pending.repeat(2, 1) if self.guided else self.pending
-        self.pending = None
+        feed = pending.repeat(2, 1) if self.guided else pending
         if cache.length + 1 > cache.max_len:
             self.cache = cache = KVCache.joined(cache, None, self._room())
         cache.key_valid[:, cache.length] = True
