@@ -101,6 +101,32 @@ def test_a_batch_that_every_request_has_left_takes_new_ones(api, examples):
     assert torch.equal(pattern.revert(torch.stack(frames, dim=-1)[None])[0, :, : alone.shape[1]], alone)
 
 
+def test_a_batch_that_requests_keep_joining_keeps_a_short_cache_and_exact_codes(api, examples):
+    """A busy server's batch: for 60 steps a request joins whenever one leaves. Each still gets its
+    greedy codes alone, and the KV cache keeps only what live rows attend to: never longer than
+    the longest prompt plus one request's frames, however old the batch."""
+    config = GenerationConfig(max_frames=6, min_frames=6, temperature=0.0)
+    reqs, pattern = requests(examples), api.generator.pattern
+    batch = api.generator.decoding(reqs[:2], config, guided=True)
+    which, codes, done, longest = dict(zip(batch.ids, (0, 1))), {i: [] for i in batch.ids}, [], 0
+    for step in range(60):
+        for i, (frame, _) in batch.step().items():
+            codes[i].append(frame)
+        finished = batch.finished()
+        batch.drop(finished)
+        done += finished
+        joining = [(step + j) % len(reqs) for j in range(len(finished))]
+        for i, r in zip(batch.join([reqs[r] for r in joining]), joining):
+            which[i], codes[i] = r, []
+        longest = max(longest, batch.cache.length)
+    prompt = max(api.generator.prompts.encode(r, c).tokens.shape[0] for r in reqs for c in (True, False))
+    assert len(done) >= 10 and longest <= prompt + config.max_frames + 1 + pattern.max_delay
+    alone = [api.generator.run([r], config)[0] for r in reqs]
+    for i in done:
+        aligned = pattern.revert(torch.stack(codes[i], dim=-1)[None])[0, :, : config.max_frames]
+        assert torch.equal(aligned, alone[which[i]])
+
+
 def test_guidance_scale_changes_the_output(api, examples):
     reqs = requests(examples)[3:]  # music
     plain = api.generator.run(reqs, GenerationConfig(max_frames=10, min_frames=10, temperature=0.0, guidance_scale=0.0))

@@ -155,8 +155,10 @@ class Decoding:
     writes its next frame at the same cache index: prompts are left-padded (positions count only
     real tokens, so padding changes nothing), and a joining request's prompt, prefilled on its
     own, is placed so that it ends where the batch's keys end (the batch's keys are shifted right
-    when the newcomer's prompt is longer). Each request keeps its own step count, so a request that
-    joins late follows the delay pattern and its length limits from its own first frame.
+    when the newcomer's prompt is longer); the keys no row attends to any more (those of requests
+    that have left) are dropped then, so the cache does not grow with the batch's age. Each request
+    keeps its own step count, so a request that joins late follows the delay pattern and its length
+    limits from its own first frame.
     """
 
     def __init__(self, generator: "Generator", config: GenerationConfig, guided: bool):
@@ -259,7 +261,7 @@ class Decoding:
             if self.guided:
                 order = torch.cat([order[:old], order[2 * old: 2 * old + fresh], order[old: 2 * old],
                                    order[2 * old + fresh:]])
-            self.cache = KVCache.joined(self.cache, cache, self._room(extra=cache.length)).select(order)
+            self.cache = KVCache.joined(self.cache, cache, self._room()).select(order)
             self.hidden = torch.cat([self.hidden, hidden])[order]
             self.next_pos = torch.cat([self.next_pos, next_pos])[order]
         self.ids += ids
@@ -366,10 +368,10 @@ class Decoding:
         cache.length += 1
         self.next_pos = self.next_pos + 1
 
-    def _room(self, extra: int = 0) -> int:
-        """Cache positions for the batch's longest remaining request (plus `extra`)."""
+    def _room(self) -> int:
+        """Cache positions the batch's longest remaining request still needs."""
         left = self.max_frames + 1 + self.generator.pattern.max_delay - self.made
-        return max(self.cache.length, extra) + max(1, int(left.max()) if left.numel() else 1)
+        return max(1, int(left.max()) if left.numel() else 1)
 
     def _inference(self):
         return _top_p_override(self.generator.model, self.config.moe_top_p)

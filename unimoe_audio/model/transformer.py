@@ -67,31 +67,42 @@ class KVCache:
         self.key_valid = self.key_valid[rows]
         return self
 
+    def live(self) -> int:
+        """The first position some row still attends to (`length` if none): the keys before it
+        belonged to rows that have left."""
+        used = self.key_valid[:, :self.length].any(0)
+        return int(used.int().argmax()) if bool(used.any()) else self.length
+
     @staticmethod
-    def joined(first: "KVCache", second: "KVCache | None", max_len: int) -> "KVCache":
-        """One cache of `max_len` positions holding `first`'s rows then `second`'s (if any), each
-        right-aligned so that both end at the same index: keys carry their own rotary positions
-        and `key_valid` moves with them, so where a row's keys sit in the cache does not matter."""
+    def joined(first: "KVCache", second: "KVCache | None", room: int) -> "KVCache":
+        """One cache holding `first`'s rows then `second`'s (if any), and `room` free positions.
+        Only the live positions of each are kept (from `live()` on), so the cache of a batch that
+        requests keep joining does not grow with its age; they are right-aligned so that both end at
+        the same index: keys carry their own rotary positions and `key_valid` moves with them, so
+        where a row's keys sit in the cache does not matter."""
         caches = [c for c in (first, second) if c is not None]
-        length = max(c.length for c in caches)
+        spans = [(c.live(), c.length) for c in caches]
+        length = max(stop - start for start, stop in spans)
         out = object.__new__(KVCache)
-        out.length, out.max_len = length, max(max_len, length)
-        out.key_valid = torch.cat([_right_aligned(c.key_valid, c.length, length, out.max_len) for c in caches])
-        out.keys = [torch.cat([_right_aligned(c.keys[i], c.length, length, out.max_len) for c in caches])
-                    for i in range(len(first.keys))]
-        out.values = [torch.cat([_right_aligned(c.values[i], c.length, length, out.max_len) for c in caches])
-                      for i in range(len(first.values))]
+        out.length, out.max_len = length, length + room
+
+        def cat(tensors) -> torch.Tensor:
+            return torch.cat([_right_aligned(t, *span, length, out.max_len) for t, span in zip(tensors, spans)])
+
+        out.key_valid = cat([c.key_valid for c in caches])
+        out.keys = [cat([c.keys[i] for c in caches]) for i in range(len(first.keys))]
+        out.values = [cat([c.values[i] for c in caches]) for i in range(len(first.values))]
         return out
 
 
-def _right_aligned(t: torch.Tensor, filled: int, end: int, size: int) -> torch.Tensor:
-    """`t`'s first `filled` positions (its last axis but one for keys, the last for masks) moved to
+def _right_aligned(t: torch.Tensor, start: int, stop: int, end: int, size: int) -> torch.Tensor:
+    """`t`'s positions [start, stop) (its last axis but one for keys, the last for masks) moved to
     end at `end`, in a zero tensor of `size` positions."""
     axis = 1 if t.dim() == 2 else 2
     shape = list(t.shape)
     shape[axis] = size
     out = t.new_zeros(shape)
-    out.narrow(axis, end - filled, filled).copy_(t.narrow(axis, 0, filled))
+    out.narrow(axis, end - (stop - start), stop - start).copy_(t.narrow(axis, start, stop - start))
     return out
 
 
