@@ -1,6 +1,7 @@
 """The batching scheduler on the real model: what shares a batch, rows leaving it, failures kept apart."""
 
 import asyncio
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -142,3 +143,31 @@ def test_a_request_cancelled_while_waiting_never_runs(api):
     results, metrics = run(api, jobs)
     assert isinstance(results[0], asyncio.CancelledError) and isinstance(results[1], np.ndarray)
     assert batches(metrics) == [1, 1]
+
+
+def test_a_running_batch_lets_go_of_each_request_as_it_ends(api, monkeypatch):
+    """A busy batch outlives many requests: each one's job (its request, audio and frames with it)
+    is let go when it ends, not when the batch does."""
+    loop = asyncio.new_event_loop()
+    jobs = [job(api, loop, "t2m", duration=0.2), job(api, loop, "t2m", duration=1.0)]
+    short = weakref.ref(jobs[0])
+    released = []  # per step: whether the short request's job was let go
+    decoding = api.generator.decoding
+
+    def watched(*args, **kwargs):
+        batch = decoding(*args, **kwargs)
+        step = batch.step
+
+        def watched_step():
+            released.append(short() is None)
+            return step()
+
+        batch.step = watched_step
+        return batch
+
+    monkeypatch.setattr(api.generator, "decoding", watched)
+    try:
+        Scheduler(api, Metrics())._decode(jobs)
+    finally:
+        loop.close()
+    assert not released[0] and released[-1] and jobs == []

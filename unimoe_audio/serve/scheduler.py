@@ -189,7 +189,8 @@ class Scheduler:
         return found
 
     def _decode(self, jobs: list[Job]) -> None:
-        """Decode `jobs` (extended in place by the requests that join) until every one has ended."""
+        """Decode `jobs` until every one has ended; the list is kept in place as the jobs in the batch
+        (those that join are added, those that end are removed) for `_run`'s error handling."""
         self.metrics.batch_size.observe(len(jobs))
         key = sampling(jobs[0].config)
         batch = self.api.generator.decoding([job.request for job in jobs], jobs[0].config)
@@ -230,6 +231,9 @@ class Scheduler:
                     gone.add(i)
                     job.finish()
             batch.drop(gone)
+            for i in gone:  # a busy batch lives for many requests: keep only what its rows need
+                jobs.remove(rows.pop(i))
+                del audio[i], frames[i]
             self.metrics.batch_rows.set(len(batch))
         elapsed = time.perf_counter() - start
         self._last_batch_seconds = elapsed
