@@ -63,6 +63,13 @@ def test_batched_encode_matches_single(codec, speech):
     assert torch.equal(batch[1:], codec.encode(b, 16_000))
 
 
+def test_a_row_decodes_alike_alone_and_in_a_batch(codec, speech):
+    """Decoding is batch-invariant, to the bit: Griffin-Lim amplifies any rounding difference."""
+    codes = torch.cat([codec.encode(w[:16_000], r) for w, r in speech[:3]])  # [3, K, 51]
+    batch = codec.decode(codes)
+    assert all(torch.equal(row, codec.decode(c[None])[0]) for row, c in zip(batch, codes))
+
+
 def test_save_and_load_reproduce_codes(codec, speech, tmp_path):
     codec.save_pretrained(tmp_path / "codec")
     again = load_codec(tmp_path / "codec")

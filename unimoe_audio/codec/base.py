@@ -18,7 +18,8 @@ class Codec(ABC):
     """`encode(wave, sample_rate) -> LongTensor [B, K, T]`, `decode(codes) -> FloatTensor [B, samples]`.
 
     `wave` may be [T], [B, T] or [B, C, T], float or integer PCM, at any sample rate: codecs
-    downmix and resample (soxr) before encoding. Encoding and decoding are deterministic.
+    downmix and resample (soxr) before encoding. Encoding and decoding are deterministic, and a
+    row decodes to the same waveform (up to float rounding) alone or in a batch.
     """
 
     codec_type: str

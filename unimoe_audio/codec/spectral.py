@@ -179,19 +179,25 @@ def log_mel(x: torch.Tensor, config: SpectralCodecConfig, mel_basis: torch.Tenso
 
 
 def griffin_lim(mag: torch.Tensor, config: SpectralCodecConfig, window: torch.Tensor) -> torch.Tensor:
-    """Fast Griffin-Lim (Perraudin et al. 2013) from magnitudes [B, F, T] -> waves [B, (T-1)·hop]."""
+    """Fast Griffin-Lim (Perraudin et al. 2013) from magnitudes [B, F, T] -> waves [B, (T-1)·hop].
+
+    Batch-invariant: every row starts from the same (seeded) phase, and spectra are kept frame-major
+    ([B, T, F], the layout `torch.stft` makes), so each row's inverse FFTs run alike at any batch
+    size; with [B, F, T] spectra a row decoded alone and in a batch differ by rounding, which the
+    iterations amplify (to a few per cent of the peak)."""
     gen = torch.Generator().manual_seed(config.seed)  # deterministic phase initialisation
-    angles = torch.exp(2j * torch.pi * torch.rand(mag.shape, generator=gen))
-    length = (mag.shape[-1] - 1) * config.hop_length
+    angles = torch.exp(2j * torch.pi * torch.rand(mag.shape[1:], generator=gen)).T.contiguous()  # [T, F]
+    mag = mag.transpose(1, 2).contiguous()  # [B, T, F]
+    length = (mag.shape[1] - 1) * config.hop_length
     previous = torch.zeros_like(angles)
     stft_kw = dict(n_fft=config.n_fft, hop_length=config.hop_length, window=window)
     for _ in range(config.griffin_lim_iters):
-        wave = torch.istft(mag * angles, length=length, **stft_kw)
-        rebuilt = torch.stft(wave, return_complex=True, **stft_kw)
+        wave = torch.istft((mag * angles).transpose(1, 2), length=length, **stft_kw)
+        rebuilt = torch.stft(wave, return_complex=True, **stft_kw).transpose(1, 2)  # [B, T, F]
         accelerated = rebuilt - config.griffin_lim_momentum / (1 + config.griffin_lim_momentum) * previous
         angles = accelerated / accelerated.abs().clamp_min(1e-8)
         previous = rebuilt
-    return torch.istft(mag * angles, length=length, **stft_kw)
+    return torch.istft((mag * angles).transpose(1, 2), length=length, **stft_kw)
 
 
 def nearest(x: torch.Tensor, book: torch.Tensor, chunk: int = 16_384) -> torch.Tensor:
