@@ -1,5 +1,6 @@
 """Generation: delay-pattern rules, seeding, batching, guidance, Top-P override, the API and the CLI."""
 
+import numpy as np
 import soundfile as sf
 import torch
 import pytest
@@ -165,6 +166,19 @@ def test_api_speaks_clones_and_plays(api, tmp_path, codec):
         api.tts("Hi.", language="en")
 
 
+def test_decode_all_decodes_clips_of_equal_length_together_and_each_as_alone(api, monkeypatch):
+    """One codec call per length, and every clip (also an empty or one-frame one) decoded exactly
+    as it is alone."""
+    gen = torch.Generator().manual_seed(0)
+    codes = [torch.randint(0, C, (K, t), generator=gen) for t in (12, 0, 7, 12, 1, 7, 12)]
+    alone = [api.codec.decode(c[None])[0].numpy() if c.shape[-1] else np.zeros(0, np.float32) for c in codes]
+    calls, decode = [], api.codec.decode
+    monkeypatch.setattr(api.codec, "decode", lambda batch: calls.append(len(batch)) or decode(batch))
+    together = api.decode_all(codes)
+    assert sorted(calls) == [1, 2, 3]
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+
+
 def test_streaming_yields_the_whole_clip_in_chunks(api, examples):
     config = GenerationConfig(max_frames=30, min_frames=30, seed=1)
     chunks = list(api.stream(requests(examples)[3], config, chunk_frames=8))
@@ -202,11 +216,12 @@ def test_audio_chunks_whole_clip_mode_equals_generate(api, examples):
     from unimoe_audio.model import AudioChunks
 
     config = GenerationConfig(max_frames=12, min_frames=12, seed=2)
-    audio, wave = AudioChunks(api, chunk_frames=None), None
+    audio, waves = AudioChunks(api, chunk_frames=None), []
     for frames, eos_at in api.generator.steps([requests(examples)[3]], config):
         wave = audio.push(frames[0], int(eos_at[0]))
-        assert (wave is not None) == audio.finished
-    assert wave is not None and (wave == api.generate([requests(examples)[3]], config)[0]).all()
+        assert wave is None or audio.finished
+        waves += [] if wave is None else [wave]
+    assert len(waves) == 1 and (waves[0] == api.generate([requests(examples)[3]], config)[0]).all()
 
 
 def test_generate_cli(api, tmp_path, capsys):

@@ -186,13 +186,24 @@ class UniMoEAudio:
                    disable=not progress)
         with bar:
             codes = self.generator.run(requests, config, bar)
-        return [self.decode(c) for c in codes]
+        return self.decode_all(codes)
 
     def decode(self, codes: torch.Tensor) -> np.ndarray:
         """Aligned codes [K, T] -> float32 waveform at `sample_rate`."""
-        if codes.shape[-1] == 0:
-            return np.zeros(0, dtype=np.float32)
-        return self.codec.decode(codes[None])[0].numpy().astype(np.float32)
+        return self.decode_all([codes])[0]
+
+    def decode_all(self, codes: list[torch.Tensor]) -> list[np.ndarray]:
+        """Aligned codes [K, T_i] -> float32 waveforms; those of equal length are decoded in one codec
+        call (codecs decode a row alike alone or in a batch, so this only saves time)."""
+        waves = [np.zeros(0, dtype=np.float32) for _ in codes]
+        by_length: dict[int, list[int]] = {}
+        for i, c in enumerate(codes):
+            if c.shape[-1]:
+                by_length.setdefault(c.shape[-1], []).append(i)
+        for rows in by_length.values():
+            for i, wave in zip(rows, self.codec.decode(torch.stack([codes[i] for i in rows]))):
+                waves[i] = wave.numpy().astype(np.float32)
+        return waves
 
     def default_config(self, task: str, text: str = "", language: str = "en",
                        duration: float | None = None) -> GenerationConfig:
@@ -274,32 +285,47 @@ class UniMoEAudio:
 
 
 class AudioChunks:
-    """One request's audio from the generator's growing delayed frames: `push()` returns a chunk
-    whenever `chunk_frames` more frames are complete (decoded with `context_frames` of left
-    context) and the rest once the request has ended; with `chunk_frames=None`, the whole clip,
-    decoded at once, when it ends (what `generate()` returns for the same codes)."""
+    """One request's audio from the generator's growing delayed frames, a chunk whenever
+    `chunk_frames` more frames are complete (decoded with `context_frames` of left context) and
+    the rest once the request has ended; with `chunk_frames=None`, the whole clip, decoded at once,
+    when it ends (what `generate()` returns for the same codes). `push()` does it for one request;
+    a batch's rows hand `ready()`'s codes to one `decode_all` and each wave back to `chunk()`."""
 
     def __init__(self, api: UniMoEAudio, chunk_frames: int | None = 25, context_frames: int = 8):
         self.api, self.chunk_frames, self.context_frames = api, chunk_frames, context_frames
         self.hop = round(api.codec.sample_rate / api.codec.frame_rate)
         self.done = self.emitted = 0  # frames decoded, samples returned (frame j is centred on sample j·hop)
-        self.finished = False
+        self.window = (0, 0)  # the frames [start, stop) of the codes `ready()` returned last
+        self.finished = False  # the request has ended
+        self.drained = False  # ... and its last audio has been handed out
 
     def push(self, frames: torch.Tensor, eos_at: int) -> np.ndarray | None:
-        """frames: this request's delayed frames so far [K, s]; eos_at: its EOS step, -1 = not yet."""
+        """The next chunk (decoded), or None; `frames` and `eos_at` as `ready()` takes them."""
+        codes = self.ready(frames, eos_at)
+        return None if codes is None else self.chunk(self.api.decode(codes))
+
+    def ready(self, frames: torch.Tensor, eos_at: int) -> torch.Tensor | None:
+        """The aligned codes [K, t] (on the CPU) to decode for the next chunk, or None while none is
+        due; frames: this request's delayed frames so far [K, s]; eos_at: its EOS step, -1 = not yet."""
         pattern = self.api.generator.pattern
         ready = frames.shape[-1] - pattern.max_delay  # aligned frames whose every codebook is known
         available = min(ready, eos_at) if eos_at >= 0 else ready
         self.finished = eos_at >= 0 and ready >= eos_at
-        if self.chunk_frames is None:
-            if not self.finished:
-                return None
-            return self.api.decode(pattern.revert(frames[None, :, : eos_at + pattern.max_delay])[0].cpu())
-        if not (available - self.done >= self.chunk_frames or (self.finished and available > self.done)):
+        if self.chunk_frames is None:  # the whole clip, once, when it ends (empty if it has no frames)
+            due, start = self.finished and not self.drained, 0
+        else:
+            due = available - self.done >= self.chunk_frames or (self.finished and available > self.done)
+            start = max(0, self.done - self.context_frames)
+        if not due:
             return None
-        aligned = pattern.revert(frames[None, :, : available + pattern.max_delay])[0]
-        start = max(0, self.done - self.context_frames)
-        wave = self.api.decode(aligned[:, start:available].cpu())  # samples [start·hop, (available-1)·hop)
+        self.window = (start, available)
+        return pattern.revert(frames[None, :, : available + pattern.max_delay])[0, :, start:available].cpu()
+
+    def chunk(self, wave: np.ndarray) -> np.ndarray:
+        """The new audio in `wave`, the waveform of the codes `ready()` returned last (samples
+        [start·hop, (stop-1)·hop) of the clip)."""
+        start, self.done = self.window
         chunk = wave[self.emitted - start * self.hop:]
-        self.done, self.emitted = available, start * self.hop + len(wave)
+        self.emitted = start * self.hop + len(wave)
+        self.drained = self.finished
         return chunk
