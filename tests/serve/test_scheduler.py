@@ -5,16 +5,17 @@ import weakref
 from dataclasses import replace
 
 import numpy as np
+import torch
 
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.serve.metrics import Metrics
 from unimoe_audio.serve.scheduler import DONE, Job, Scheduler
 
 
-def job(api, loop, task, chunk_frames=None, duration=None, **settings):
+def job(api, loop, task, chunk_frames=None, duration=None, caption="a jig", **settings):
     text = "Hello there." if task == "tts" else ""
     request = api.request(task, text, "en", "en_slt" if task == "tts" else None,
-                          caption="a jig" if task == "t2m" else "")
+                          caption=caption if task == "t2m" else "")
     config = replace(api.default_config(task, text, "en", duration), temperature=0.0, **settings)
     request.max_frames, request.min_frames = config.max_frames, config.min_frames
     return Job(request, config, chunk_frames, loop)
@@ -171,3 +172,47 @@ def test_a_running_batch_lets_go_of_each_request_as_it_ends(api, monkeypatch):
     finally:
         loop.close()
     assert not released[0] and released[-1] and jobs == []
+
+
+def streamed_alone(api, j: Job) -> np.ndarray:
+    return np.concatenate(list(api.stream(j.request, j.config, chunk_frames=j.chunk_frames)))
+
+
+def test_chunks_due_at_the_same_step_are_decoded_together_each_as_alone(api, monkeypatch):
+    made, sizes, decode = [], [], api.codec.decode
+
+    def jobs(loop):
+        made[:] = [job(api, loop, "t2m", chunk_frames=5, duration=0.6), job(api, loop, "tts", chunk_frames=5)]
+        return made
+
+    monkeypatch.setattr(api.codec, "decode", lambda codes: sizes.append(len(codes)) or decode(codes))
+    results, _ = run(api, jobs)
+    assert max(sizes) == 2  # the two requests opened the batch together, so their chunks fall due together
+    for j, wave in zip(made, results):
+        assert np.array_equal(wave, streamed_alone(api, j))
+
+
+def test_a_chunk_that_fails_to_decode_fails_only_its_request(api, monkeypatch):
+    """The whole 20-frame clip of one request and the first 20-frame chunk of another fall due at
+    the same step, and the clip's codes make the codec fail."""
+    made, sizes, decode = [], [], api.codec.decode
+    poisoned = job(api, None, "t2m", duration=0.4)
+    clip = api.generator.run([poisoned.request], poisoned.config)[0]  # the codes it will have (greedy)
+
+    def jobs(loop):
+        made[:] = [job(api, loop, "t2m", duration=0.4),
+                   job(api, loop, "t2m", chunk_frames=20, duration=1.0, caption="a waltz")]
+        return made
+
+    def failing(codes):
+        sizes.append(len(codes))
+        if any(torch.equal(c, clip) for c in codes):
+            raise UniMoEError("these codes do not decode")
+        return decode(codes)
+
+    monkeypatch.setattr(api.codec, "decode", failing)
+    results, _ = run(api, jobs)
+    monkeypatch.setattr(api.codec, "decode", decode)
+    assert sizes[:3] == [2, 1, 1]  # together, then each alone
+    assert isinstance(results[0], UniMoEError)
+    assert np.array_equal(results[1], streamed_alone(api, made[1]))

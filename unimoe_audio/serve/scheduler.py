@@ -12,9 +12,10 @@ Rows leave a running batch as soon as their audio is complete or their client ha
 
 Each request's audio is handed to its asyncio queue (`Job.get()`) as chunks as its frames
 complete, or as one clip at its end, then `DONE`; an error is handed over in the same way.
-A request that cannot join (its prompt fails) fails alone. If a decode step fails, the requests
-that have had no audio yet are each run again on their own and the others fail, so one request's
-fault reaches only that request.
+The chunks (and clips) that fall due at the same step are decoded by the codec in one call, each
+exactly as it would be alone. A request that cannot join (its prompt fails) fails alone. If a
+decode step fails, the requests that have had no audio yet are each run again on their own and
+the others fail, so one request's fault reaches only that request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from unimoe_audio.model import AudioChunks, Decoding, GenerationConfig, Request, UniMoEAudio
@@ -210,7 +212,7 @@ class Scheduler:
                 rows[i], audio[i] = job, AudioChunks(self.api, job.chunk_frames)
                 frames[i] = none
                 self.metrics.joined.inc()
-            gone = set()
+            gone, due = set(), {}  # due: the codes of the rows with a chunk to decode this step
             for i, (frame, eos_at) in batch.step().items():
                 job = rows[i]
                 frames_made += 1
@@ -219,17 +221,19 @@ class Scheduler:
                     gone.add(i)
                     job.fail(asyncio.CancelledError())
                     continue
-                try:
-                    wave = audio[i].push(frames[i], eos_at)
-                except Exception as err:  # noqa: BLE001 - decoding one row failed: only its request fails
+                codes = audio[i].ready(frames[i], eos_at)
+                if codes is not None:
+                    due[i] = codes
+            for i, wave in self._waves(due).items():
+                if isinstance(wave, Exception):
                     gone.add(i)
-                    job.fail(err)
-                    continue
-                if wave is not None:
-                    job.send(wave)
+                    rows[i].fail(wave)
+                else:
+                    rows[i].send(audio[i].chunk(wave))
+            for i in rows.keys() - gone:
                 if audio[i].finished:
                     gone.add(i)
-                    job.finish()
+                    rows[i].finish()
             batch.drop(gone)
             for i in gone:  # a busy batch lives for many requests: keep only what its rows need
                 jobs.remove(rows.pop(i))
@@ -239,3 +243,18 @@ class Scheduler:
         self._last_batch_seconds = elapsed
         self.metrics.frames.inc(frames_made)
         self.metrics.frames_per_second.set(frames_made / max(elapsed, 1e-9))
+
+    def _waves(self, due: dict[int, torch.Tensor]) -> dict[int, np.ndarray | Exception]:
+        """The waveforms of the rows whose chunks are due, decoded together (rows in step, such as
+        those that opened the batch, reach their chunks at the same step); if that fails, each row
+        alone, so that a failure stays with its own request."""
+        try:
+            return dict(zip(due, self.api.decode_all(list(due.values()))))
+        except Exception:  # noqa: BLE001 - some row's codes did not decode: find which
+            waves = {}
+            for i, codes in due.items():
+                try:
+                    waves[i] = self.api.decode(codes)
+                except Exception as err:  # noqa: BLE001 - decoding one row failed: only its request fails
+                    waves[i] = err
+            return waves
