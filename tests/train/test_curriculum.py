@@ -17,6 +17,8 @@ from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, read_metrics
 from unimoe_audio.train.upcycle import freeze_for_warmup, upcycle, warmup_parameters
 
+from .processes import killed_at
+
 MODEL = {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
          "intermediate_size": 32, "max_positions": 512}
 STAGE = {"steps": 3, "lr": 1e-3, "batch_size": 4, "eval_every": 3, "eval_batches": 1, "checkpoint_every": 3}
@@ -87,17 +89,8 @@ def _trainer(run, out, steps=4):
 def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(corpus, tmp_path):
     run = prepare(recipe_from_dict(recipe_dict(corpus, tmp_path / "run")), DistInfo(), progress=False)
     _trainer(run, tmp_path / "a").fit()
-    interrupted = _trainer(run, tmp_path / "b")
-    original = interrupted.train_step
-
-    def dying_step():
-        if interrupted.step == 3:
-            raise KeyboardInterrupt  # killed after the step-2 checkpoint, mid-way through step 3
-        return original()
-
-    interrupted.train_step = dying_step
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.fit()
+    with pytest.raises(KeyboardInterrupt):  # killed after the step-2 checkpoint, mid-way through step 3
+        killed_at(_trainer(run, tmp_path / "b"), 3).fit()
     with pytest.raises(UniMoEError, match="--resume"):
         _trainer(run, tmp_path / "b").fit(resume=False)
     _trainer(run, tmp_path / "b").fit(resume=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from unimoe_audio.errors import UniMoEError
@@ -19,8 +18,8 @@ from unimoe_audio.train.curriculum import fresh, moe_config, prepare
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, build_optimizer, list_checkpoints, read_metrics
 
+from .processes import free_port, gloo_process, killed_at
 from .test_curriculum import recipe_dict
-from .test_fsdp import _free_port
 
 # The router's input jitter is off: with it, process 1 draws other noise for its micro-batch than
 # one process does for its second, which moves the training loss by ~2.5e-5 relative (measured).
@@ -46,29 +45,15 @@ def _trainer(run, out, grad_accum, moe=None, **changes):
 
 
 def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        run = prepare(recipe_from_dict(recipe), DistInfo(rank, world, rank), progress=False)
-
+    with gloo_process(rank, world, port, recipe) as run:
         def trainer(name, **changes):
             return _trainer(run, os.path.join(out, name), 1, parallel="ep", **changes)
 
         model = trainer("a").fit()
         if rank == 0:
             torch.save(model.state_dict(), os.path.join(out, "a.pt"))
-        interrupted = trainer("b")
-        original = interrupted.train_step
-
-        def dying_step():
-            if interrupted.step == 3:
-                raise KeyboardInterrupt  # killed after the step-2 checkpoint, mid-way through step 3
-            return original()
-
-        interrupted.train_step = dying_step
-        try:
-            interrupted.fit()
+        try:  # killed after the step-2 checkpoint, mid-way through step 3
+            killed_at(trainer("b"), 3).fit()
         except KeyboardInterrupt:
             pass
         trainer("b").fit(resume=True)
@@ -83,8 +68,6 @@ def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
                 refused[name] = str(err)
         if rank == 0:
             Path(out, "refused.json").write_text(json.dumps(refused))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_expert_parallel_processes_match_one_process_and_resume_exactly(corpus, tmp_path):
@@ -92,7 +75,7 @@ def test_two_expert_parallel_processes_match_one_process_and_resume_exactly(corp
     recipe = recipe_dict(corpus, root)
     run = prepare(recipe_from_dict(recipe), DistInfo(), progress=False)
     one = _trainer(run, root / "one", grad_accum=2).fit()
-    mp.spawn(_worker, args=(2, _free_port(), recipe, str(root)), nprocs=2)
+    mp.spawn(_worker, args=(2, free_port(), recipe, str(root)), nprocs=2)
 
     rows = {name: read_metrics(root / name / "metrics.jsonl") for name in ("one", "a", "b", "replicas")}
     for name in ("a", "replicas"):

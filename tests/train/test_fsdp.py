@@ -4,12 +4,10 @@ killed run resumed from its sharded checkpoint reproduces the uninterrupted one,
 
 import json
 import os
-import socket
 from dataclasses import replace
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
@@ -19,6 +17,7 @@ from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, list_checkpoints, read_metrics
 from unimoe_audio.workflows import checkpoints
 
+from .processes import free_port, gloo_process, killed_at
 from .test_curriculum import recipe_dict
 
 # Step 1 (the same weights): loss and gradient norm within 5e-6 relative (seen: 7e-7), as two
@@ -35,41 +34,19 @@ def _trainer(run, out, grad_accum, **changes):
                    progress=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        run = prepare(recipe_from_dict(recipe), DistInfo(rank, world, rank), progress=False)
-
+    with gloo_process(rank, world, port, recipe) as run:
         def trainer(name, **changes):
             return _trainer(run, os.path.join(out, name), 1, parallel="fsdp", **changes)
 
         model = trainer("a").fit()
         if rank == 0:
             torch.save(model.state_dict(), os.path.join(out, "a.pt"))
-        interrupted = trainer("b", activation_checkpointing=True)
-        original = interrupted.train_step
-
-        def dying_step():
-            if interrupted.step == 3:
-                raise KeyboardInterrupt  # killed after the step-2 checkpoint, mid-way through step 3
-            return original()
-
-        interrupted.train_step = dying_step
-        try:
-            interrupted.fit()
+        try:  # killed after the step-2 checkpoint, mid-way through step 3
+            killed_at(trainer("b", activation_checkpointing=True), 3).fit()
         except KeyboardInterrupt:
             pass
         trainer("b", activation_checkpointing=True).fit(resume=True)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_fsdp_processes_match_one_process_and_resume_exactly(corpus, tmp_path, monkeypatch):
@@ -77,7 +54,7 @@ def test_two_fsdp_processes_match_one_process_and_resume_exactly(corpus, tmp_pat
     recipe = recipe_dict(corpus, root)
     run = prepare(recipe_from_dict(recipe), DistInfo(), progress=False)
     one = _trainer(run, root / "one", grad_accum=2).fit()
-    mp.spawn(_worker, args=(2, _free_port(), recipe, str(root)), nprocs=2)
+    mp.spawn(_worker, args=(2, free_port(), recipe, str(root)), nprocs=2)
 
     rows = {name: read_metrics(root / name / "metrics.jsonl") for name in ("one", "a", "b")}
     assert [r["step"] for r in rows["a"]] == [r["step"] for r in rows["one"]] == [1, 2, 3, 4]
