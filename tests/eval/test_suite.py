@@ -16,15 +16,21 @@ from unimoe_audio.train.curriculum import run_recipe
 STAGE = {"steps": 2, "lr": 1e-3, "batch_size": 4, "eval_every": 2, "eval_batches": 1, "checkpoint_every": 2}
 
 
+def tiny_recipe(name, out, corpus, **fields) -> dict:
+    """The curriculum of a 2-layer, 32-wide model, 2 steps a stage."""
+    return {"name": name, "out": str(out), "corpus": {"path": str(corpus)},
+            "model": {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
+                      "intermediate_size": 32, "max_positions": 512},
+            "moe": {"slices_per_specialist": 2, "num_shared": 1},
+            "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}},
+            **fields}
+
+
 @pytest.fixture(scope="module")
 def models(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    recipe = {"name": "eval-test", "out": str(out), "corpus": {"path": str(corpus)},
-              "model": {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                        "intermediate_size": 32, "max_positions": 512},
-              "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 20,
-              "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}},
-              "baselines": {name: STAGE for name in ("naive-joint", "dense-balanced", "top-k", "scratch")}}
+    recipe = tiny_recipe("eval-test", out, corpus, max_music_frames=20,
+                         baselines={name: STAGE for name in ("naive-joint", "dense-balanced", "top-k", "scratch")})
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     run_recipe(recipe_from_dict(recipe), progress=False)
     return out
@@ -104,11 +110,7 @@ def test_a_corrupt_judge_cache_is_rebuilt_with_a_warning(tmp_path, capsys):
 def video_models(video_corpus, tmp_path_factory):
     """The tiny test curriculum on the corpus with v2m items (no baselines)."""
     out = tmp_path_factory.mktemp("video-run")
-    recipe = {"name": "video-test", "out": str(out), "corpus": {"path": str(video_corpus)},
-              "model": {"preset": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                        "intermediate_size": 32, "max_positions": 512},
-              "moe": {"slices_per_specialist": 2, "num_shared": 1}, "max_music_frames": 40,
-              "stages": {"specialists": STAGE, "warmup": {**STAGE, "mix": "balanced"}, "joint": {**STAGE, "mix": "balanced"}}}
+    recipe = tiny_recipe("video-test", out, video_corpus, max_music_frames=40)
     run_recipe(recipe_from_dict(recipe), "joint", progress=False)
     return out
 

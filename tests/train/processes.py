@@ -1,15 +1,22 @@
-"""Shared by the training tests: gloo process groups on loopback, and a run killed mid-step."""
+"""Shared by the training tests: gloo process groups on loopback, a small DCMoE stage's trainer,
+and a run killed mid-step."""
 
 import os
 import socket
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
 
-from unimoe_audio.train.config import recipe_from_dict
-from unimoe_audio.train.curriculum import prepare
+from unimoe_audio.train.config import StageConfig, recipe_from_dict
+from unimoe_audio.train.curriculum import fresh, moe_config, prepare
 from unimoe_audio.train.distributed import DistInfo
+from unimoe_audio.train.trainer import Trainer
+
+# 4 steps, a checkpoint and an evaluation every 2: enough to kill a run after one checkpoint and resume it.
+STAGE = dict(steps=4, lr=1e-3, batch_size=4, checkpoint_every=2, eval_every=2, eval_batches=1, mix="balanced",
+             log_every=1)
 
 
 def free_port() -> int:
@@ -28,6 +35,13 @@ def gloo_process(rank: int, world: int, port: int, recipe: dict):
         yield prepare(recipe_from_dict(recipe), DistInfo(rank, world, rank), progress=False)
     finally:
         dist.destroy_process_group()
+
+
+def moe_trainer(run, out, grad_accum: int, moe=None, val_set=None, **changes) -> Trainer:
+    """A fresh DCMoE model of `run` (its `moe` config, the recipe's by default) under a `STAGE` trainer."""
+    model = fresh(run, replace(run.base, ffn="moe", moe=moe or moe_config(run)))
+    return Trainer(model, StageConfig(grad_accum=grad_accum, **STAGE, **changes), run.train_set, run.collate, out,
+                   val_set=run.val_set if val_set is None else val_set, seed=0, dist=run.dist, progress=False)
 
 
 def killed_at(trainer, step: int):

@@ -4,7 +4,6 @@ layouts that do not divide refused before training."""
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,11 @@ import torch.multiprocessing as mp
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import UniMoEAudioConfig, UniMoEAudioModel
 from unimoe_audio.train.config import StageConfig, recipe_from_dict
-from unimoe_audio.train.curriculum import fresh, moe_config, prepare
+from unimoe_audio.train.curriculum import moe_config, prepare
 from unimoe_audio.train.distributed import DistInfo
-from unimoe_audio.train.trainer import Trainer, build_optimizer, list_checkpoints, read_metrics
+from unimoe_audio.train.trainer import build_optimizer, list_checkpoints, read_metrics
 
-from .processes import free_port, gloo_process, killed_at
+from .processes import STAGE, free_port, gloo_process, killed_at, moe_trainer
 from .test_curriculum import recipe_dict
 
 # The router's input jitter is off: with it, process 1 draws other noise for its micro-batch than
@@ -27,10 +26,6 @@ from .test_curriculum import recipe_dict
 # validation losses within 1.4e-8 relative and weights within 2.2e-7 after 4 steps (measured);
 # the tolerances leave room for another BLAS.
 TOLERANCE, WEIGHTS = 1e-6, 1e-6
-CONFIG = dict(steps=4, lr=1e-3, batch_size=4, checkpoint_every=2, eval_every=2, eval_batches=1, mix="balanced",
-              log_every=1)
-
-
 def _validation(run):
     """The validation split less one music item: one process evaluates a music batch, the other none,
     so evaluation must run a discarded batch on the second (every forward is an all-to-all)."""
@@ -39,9 +34,7 @@ def _validation(run):
 
 
 def _trainer(run, out, grad_accum, moe=None, **changes):
-    model = fresh(run, replace(run.base, ffn="moe", moe=moe or moe_config(run, router_jitter=0.0)))
-    return Trainer(model, StageConfig(grad_accum=grad_accum, **CONFIG, **changes), run.train_set, run.collate, out,
-                   val_set=_validation(run), seed=0, dist=run.dist, progress=False)
+    return moe_trainer(run, out, grad_accum, moe or moe_config(run, router_jitter=0.0), _validation(run), **changes)
 
 
 def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
@@ -95,7 +88,7 @@ def test_two_expert_parallel_processes_match_one_process_and_resume_exactly(corp
     state = torch.load(checkpoint, weights_only=False)
     single = UniMoEAudioModel(UniMoEAudioConfig.from_dict(json.loads((root / "a" / "stage.json").read_text())["model"]))
     single.load_state_dict(state["model"])
-    build_optimizer(single, StageConfig(**CONFIG)).load_state_dict(state["optimizer"])
+    build_optimizer(single, StageConfig(**STAGE)).load_state_dict(state["optimizer"])
     reference = torch.load(root / "one" / "checkpoints" / checkpoint.name, weights_only=False)["optimizer"]
 
     def shapes(optimizer_state):

@@ -4,20 +4,19 @@ killed run resumed from its sharded checkpoint reproduces the uninterrupted one,
 
 import json
 import os
-from dataclasses import replace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from unimoe_audio.train.config import StageConfig, recipe_from_dict
-from unimoe_audio.train.curriculum import fresh, moe_config, prepare
+from unimoe_audio.train.config import recipe_from_dict
+from unimoe_audio.train.curriculum import prepare
 from unimoe_audio.train.distributed import DistInfo
-from unimoe_audio.train.trainer import Trainer, list_checkpoints, read_metrics
+from unimoe_audio.train.trainer import list_checkpoints, read_metrics
 from unimoe_audio.workflows import checkpoints
 
-from .processes import free_port, gloo_process, killed_at
+from .processes import free_port, gloo_process, killed_at, moe_trainer
 from .test_curriculum import recipe_dict
 
 # Step 1 (the same weights): loss and gradient norm within 5e-6 relative (seen: 7e-7), as two
@@ -26,18 +25,10 @@ from .test_curriculum import recipe_dict
 FIRST, LATER = 5e-6, 1e-4
 
 
-def _trainer(run, out, grad_accum, **changes):
-    config = StageConfig(steps=4, lr=1e-3, batch_size=4, grad_accum=grad_accum, checkpoint_every=2, eval_every=2,
-                         eval_batches=1, mix="balanced", log_every=1, **changes)
-    model = fresh(run, replace(run.base, ffn="moe", moe=moe_config(run)))  # router jitter and dropout use RNG
-    return Trainer(model, config, run.train_set, run.collate, out, val_set=run.val_set, seed=0, dist=run.dist,
-                   progress=False)
-
-
 def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
     with gloo_process(rank, world, port, recipe) as run:
         def trainer(name, **changes):
-            return _trainer(run, os.path.join(out, name), 1, parallel="fsdp", **changes)
+            return moe_trainer(run, os.path.join(out, name), 1, parallel="fsdp", **changes)
 
         model = trainer("a").fit()
         if rank == 0:
@@ -53,7 +44,7 @@ def test_two_fsdp_processes_match_one_process_and_resume_exactly(corpus, tmp_pat
     root = tmp_path / "run"  # the stages' folders sit in the run, beside recipe.json, as eval-checkpoints expects
     recipe = recipe_dict(corpus, root)
     run = prepare(recipe_from_dict(recipe), DistInfo(), progress=False)
-    one = _trainer(run, root / "one", grad_accum=2).fit()
+    one = moe_trainer(run, root / "one", grad_accum=2).fit()
     mp.spawn(_worker, args=(2, free_port(), recipe, str(root)), nprocs=2)
 
     rows = {name: read_metrics(root / name / "metrics.jsonl") for name in ("one", "a", "b")}
