@@ -198,8 +198,8 @@ class Scheduler:
         batch = self.api.generator.decoding([job.request for job in jobs], jobs[0].config)
         rows = dict(zip(batch.ids, jobs))  # decoding id -> job
         audio = {i: AudioChunks(self.api, job.chunk_frames) for i, job in rows.items()}
-        none = torch.empty(self.api.generator.pattern.num_codebooks, 0, dtype=torch.long, device=batch.device)
-        frames = {i: none for i in rows}  # each request's delayed frames so far [K, s]
+        no_frames = torch.empty(self.api.generator.pattern.num_codebooks, 0, dtype=torch.long, device=batch.device)
+        frames = {i: no_frames for i in rows}  # each request's delayed frames so far [K, s]
         start, frames_made = time.perf_counter(), 0
         while batch.ids:
             for job in self._joiners(batch, key, self.max_batch - len(batch)):
@@ -210,7 +210,7 @@ class Scheduler:
                     continue
                 jobs.append(job)
                 rows[i], audio[i] = job, AudioChunks(self.api, job.chunk_frames)
-                frames[i] = none
+                frames[i] = no_frames
                 self.metrics.joined.inc()
             gone, due = set(), {}  # due: the codes of the rows with a chunk to decode this step
             for i, (frame, eos_at) in batch.step().items():
