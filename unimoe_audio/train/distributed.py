@@ -49,8 +49,17 @@ def setup(device: str | None = None) -> DistInfo:
         raise UniMoEError(f"RANK={rank} / WORLD_SIZE={world} are inconsistent")
     if device is None:
         device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UniMoEError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UniMoEError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU")
+        if dev.index is None:  # plain `cuda`: this process's GPU (the launcher's LOCAL_RANK)
+            dev = torch.device("cuda", local)
+        if dev.index >= torch.cuda.device_count():
+            raise UniMoEError(f"device {dev} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
