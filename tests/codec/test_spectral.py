@@ -105,6 +105,9 @@ def test_codec_cli_train_encode_decode(speech, tmp_path):
     assert main(["codec", "decode", "--codec", str(tmp_path / "codec"), str(tmp_path / "c.npy"),
                  "-o", str(tmp_path / "out.wav")]) == 0
     assert load_audio(tmp_path / "out.wav")[0].std() > 0
+    assert main(["codec", "train", "--audio", str(tmp_path / "audio"), "--out", str(tmp_path / "bands"),
+                 "--codebooks", "2", "--codebook-size", "32", "--quantizer", "bands"]) == 0
+    assert load_codec(tmp_path / "bands").config.quantizer == "bands"
     assert main(["codec", "train", "--audio", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
 
 
@@ -121,3 +124,46 @@ def test_a_one_frame_code_file_is_refused_instead_of_an_empty_wav(corpus, tmp_pa
     np.save(tmp_path / "one.npy", np.zeros((2, 1), np.int64))
     assert main(["codec", "decode", "--codec", str(corpus / "codec"), str(tmp_path / "one.npy"), "-o", str(tmp_path / "o.wav")]) == 2
     assert "1 frame(s), which decode to no audio" in capsys.readouterr().err and not (tmp_path / "o.wav").exists()
+
+
+@pytest.fixture(scope="module")
+def band_codec(speech):
+    config = SpectralCodecConfig(num_codebooks=4, codebook_size=64, kmeans_iters=5, quantizer="bands")
+    return SpectralCodec.train(iter(speech[1:]), config, progress=False)
+
+
+def test_a_band_codebook_describes_its_band_alone(band_codec, speech):
+    """Codebook k is zero outside the k-th quarter of the mel bins, and its code is the nearest code
+    of that band alone (the other bands do not enter its choice)."""
+    books, m = band_codec.codebooks, band_codec.config.n_mels
+    for k in range(4):
+        inside = torch.zeros(m, dtype=torch.bool)
+        inside[k * m // 4: (k + 1) * m // 4] = True
+        assert books[k][:, ~inside].abs().max() == 0 and books[k][:, inside].abs().max() > 0
+    wave, rate = speech[0]
+    features = band_codec.features(wave, rate)[0]  # [T, M]
+    codes = band_codec.encode(wave, rate)[0]  # [K, T]
+    for k in range(4):
+        band = slice(k * m // 4, (k + 1) * m // 4)
+        distance = torch.cdist(features[:, band], books[k][:, band])  # [T, C]
+        chosen = distance.gather(1, codes[k][:, None])[:, 0]
+        assert torch.allclose(chosen, distance.min(-1).values, rtol=1e-4, atol=1e-4)  # equal but for rounding ties
+
+
+def test_band_codec_round_trip_saves_loads_and_sounds_like_the_input(band_codec, speech, tmp_path):
+    wave, rate = speech[0]
+    codes = band_codec.encode(wave, rate)
+    band_codec.save_pretrained(tmp_path / "bands")
+    loaded = load_codec(tmp_path / "bands")
+    assert loaded.config.quantizer == "bands" and torch.equal(loaded.encode(wave, rate), codes)
+    out = loaded.decode(codes)[0].numpy()
+    noise = np.random.default_rng(0).normal(0, wave.std(), len(out)).astype(np.float32)
+    assert (multi_resolution_stft_distance(wave[: len(out)], out, 16_000)
+            < multi_resolution_stft_distance(wave[: len(out)], noise, 16_000))
+
+
+def test_unknown_quantizer_is_refused():
+    with pytest.raises(UniMoEError, match="quantizer must be one of"):
+        SpectralCodecConfig(quantizer="vq")
+    with pytest.raises(UniMoEError, match="one mel bin per codebook"):
+        SpectralCodecConfig(num_codebooks=16, n_mels=8, quantizer="bands")

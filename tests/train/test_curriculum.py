@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -291,3 +292,15 @@ def test_a_paper_preset_that_cannot_be_built_is_refused_before_the_corpus_is_bui
                                "model": {"preset": "paper"}})
     with pytest.raises(UniMoEError, match="promises the paper's DCMoE"):
         run_recipe(recipe, progress=False)
+
+
+def test_a_recipe_whose_codec_settings_changed_is_refused_not_trained_on_the_old_codec(corpus, tmp_path):
+    shutil.copytree(corpus, tmp_path / "c", ignore=shutil.ignore_patterns("codec", "tokens"))
+    dist = DistInfo(0, 1, 0, torch.device("cpu"))
+    prepare(recipe_from_dict(recipe_dict(tmp_path / "c", tmp_path / "run")), dist, progress=False)
+    bands = recipe_dict(tmp_path / "c", tmp_path / "run-bands")
+    bands["corpus"]["quantizer"] = "bands"
+    with pytest.raises(UniMoEError, match="has 12 residual codebooks of 256, the recipe asks for 12 bands codebooks"):
+        prepare(recipe_from_dict(bands), dist, progress=False)
+    with pytest.raises(UniMoEError, match="corpus.quantizer must be one of"):
+        recipe_from_dict({**bands, "corpus": {"path": str(tmp_path / "c"), "quantizer": "vq"}})

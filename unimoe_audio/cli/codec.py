@@ -10,6 +10,7 @@ import torch
 
 from unimoe_audio.codec import SpectralCodec, SpectralCodecConfig, load_audio, load_codec, save_audio
 from unimoe_audio.codec.audio import AUDIO_SUFFIXES
+from unimoe_audio.codec.spectral import QUANTIZERS
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path
 
@@ -23,6 +24,8 @@ def register(subparsers) -> None:
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--codebooks", type=int, default=SpectralCodecConfig.num_codebooks)
     t.add_argument("--codebook-size", type=int, default=SpectralCodecConfig.codebook_size)
+    t.add_argument("--quantizer", choices=QUANTIZERS, default="residual",
+                   help="residual codebooks, or one codebook per band of mel bins (more predictable codes)")
     t.add_argument("--max-minutes", type=float, default=60.0, help="use at most this much audio")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=train)
@@ -61,7 +64,8 @@ def audio_files(source: Path) -> list[Path]:
 
 
 def train(args) -> int:
-    config = SpectralCodecConfig(num_codebooks=args.codebooks, codebook_size=args.codebook_size, seed=args.seed)
+    config = SpectralCodecConfig(num_codebooks=args.codebooks, codebook_size=args.codebook_size, seed=args.seed,
+                                 quantizer=args.quantizer)
     codec = SpectralCodec.train_on_files(audio_files(args.audio), config, args.max_minutes)
     codec.save_pretrained(args.out)
     print(f"codec saved to {args.out}")

@@ -2,9 +2,12 @@
 
 Trains on a CPU in minutes from the project's own audio. Frames are 50 per second at 16 kHz
 (hop 320, as the paper's DAC); each frame's normalised log-mel vector is quantised by K
-residual codebooks learnt with k-means (stage k clusters what stages < k left over). Decoding
-sums the code vectors, maps mel back to a linear magnitude spectrogram and recovers phase with
-fast (momentum) Griffin-Lim.
+codebooks learnt with k-means, either residual (stage k clusters what stages < k left over) or
+by bands (codebook k clusters the k-th of K equal runs of mel bins, zero elsewhere; no code
+depends on another's rounding, so every codebook is a coarse, predictable description of its
+band). Encoding is the same greedy loop for both (a band code's zeros leave the other bins'
+distances equal). Decoding sums the code vectors, maps mel back to a linear magnitude
+spectrogram and recovers phase with fast (momentum) Griffin-Lim.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, read_config, write_json
 
 LOG_FLOOR = 1e-5
+QUANTIZERS = ("residual", "bands")
 
 
 @dataclass
@@ -39,12 +43,18 @@ class SpectralCodecConfig:
     griffin_lim_momentum: float = 0.99
     kmeans_iters: int = 12
     seed: int = 0
+    quantizer: str = "residual"  # or "bands" (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.num_codebooks < 1 or self.codebook_size < 2:
             raise UniMoEError("SpectralCodecConfig needs num_codebooks >= 1 and codebook_size >= 2")
         if self.hop_length <= 0 or self.n_fft < self.hop_length:
             raise UniMoEError("SpectralCodecConfig needs 0 < hop_length <= n_fft")
+        if self.quantizer not in QUANTIZERS:
+            raise UniMoEError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.quantizer == "bands" and self.n_mels < self.num_codebooks:
+            raise UniMoEError(f"a band quantizer needs at least one mel bin per codebook: n_mels {self.n_mels} < "
+                              f"num_codebooks {self.num_codebooks}")
 
 
 class SpectralCodec(Codec):
@@ -126,7 +136,7 @@ class SpectralCodec(Codec):
     @classmethod
     def train(cls, waves: Iterable[tuple[np.ndarray, int]], config: SpectralCodecConfig | None = None,
               max_frames: int = 200_000, progress: bool = True) -> "SpectralCodec":
-        """Learn normalisation and K residual codebooks by k-means from (wave, sample_rate) pairs."""
+        """Learn normalisation and K codebooks (residual or by bands) by k-means from (wave, sample_rate) pairs."""
         config = config or SpectralCodecConfig()
         mel_basis = torch.from_numpy(librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)).float()
         window = torch.hann_window(config.n_fft)
@@ -149,8 +159,14 @@ class SpectralCodec(Codec):
         gen = torch.Generator().manual_seed(config.seed)
         books = []
         stages = tqdm(range(config.num_codebooks), desc="codec k-means", unit="codebook", disable=not progress)
-        for _ in stages:
-            book = kmeans(residual, config.codebook_size, config.kmeans_iters, gen)
+        bins = np.linspace(0, residual.shape[1], config.num_codebooks + 1).round().astype(int)
+        for k in stages:
+            if config.quantizer == "bands":
+                book = torch.zeros(config.codebook_size, residual.shape[1])
+                book[:, bins[k]: bins[k + 1]] = kmeans(residual[:, bins[k]: bins[k + 1]].contiguous(),
+                                                       config.codebook_size, config.kmeans_iters, gen)
+            else:
+                book = kmeans(residual, config.codebook_size, config.kmeans_iters, gen)
             residual = residual - book[nearest(residual, book)]
             books.append(book)
             stages.set_postfix(residual=f"{residual.square().mean().item():.4f}")

@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from unimoe_audio.codec.spectral import QUANTIZERS
 from unimoe_audio.data import TASK_GROUPS
 from unimoe_audio.data.sampler import MIXES
 from unimoe_audio.errors import UniMoEError
@@ -151,8 +152,11 @@ class CorpusConfig:
     codebooks: int = 12  # of the built-in codec trained when `codec` is missing
     codebook_size: int = 256
     codec_minutes: float = 10.0
+    quantizer: str = "residual"  # or "bands" (codec/spectral.py)
 
     def __post_init__(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise _bad(f"corpus.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.codebooks <= 0 or self.codebook_size <= 1:
             raise _bad("corpus.codebooks must be positive and corpus.codebook_size at least 2")
         if self.codec_minutes <= 0:

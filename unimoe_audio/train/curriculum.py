@@ -37,7 +37,7 @@ from unimoe_audio.io import save_figure, write_json
 from unimoe_audio.model import (FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel,
                                 VisionConfig, load_model, save_model)
 from unimoe_audio.moe import DCMoEConfig
-from unimoe_audio.train.config import BASELINES, STAGES, RecipeConfig, StageConfig, recipe_from_dict
+from unimoe_audio.train.config import BASELINES, STAGES, CorpusConfig, RecipeConfig, StageConfig, recipe_from_dict
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, read_metrics
 from unimoe_audio.train.upcycle import freeze_for_warmup, unfreeze, upcycle
@@ -88,9 +88,11 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
         manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in SPLITS}  # every line checked first
         if not (c.codec_dir / "config.json").is_file():
             files = [corpus / e["audio"] for e in manifests["train"]]
-            config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed)
+            config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed,
+                                         quantizer=c.quantizer)
             SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
+        check_codec(codec, c)
         encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
         if not (out / "frontend.json").is_file():
             TextFrontend.fit([e for entries in manifests.values() for e in entries]).save(out / "frontend.json")
@@ -106,6 +108,19 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size), base.vision),
                                base.cond_dropout, recipe.max_music_frames)
     return Run(recipe, out, codec, frontend, base, train_set, TokenDataset(tokens, "validation"), collate, dist, progress)
+
+
+def check_codec(codec, c: CorpusConfig) -> None:
+    """A codec the recipe trained (no `corpus.codec`) must still have the recipe's settings: a
+    changed `codebooks`, `codebook_size` or `quantizer` would otherwise train on the old codec."""
+    if c.codec is not None or not isinstance(codec, SpectralCodec):
+        return
+    have = (codec.num_codebooks, codec.codebook_size, codec.config.quantizer)
+    want = (c.codebooks, c.codebook_size, c.quantizer)
+    if have != want:
+        raise UniMoEError(f"the codec at {c.codec_dir} has {have[0]} {have[2]} codebooks of {have[1]}, the recipe asks for "
+                          f"{want[0]} {want[2]} codebooks of {want[1]}; use another corpus.path (or corpus.codec), "
+                          f"or delete {c.codec_dir} and {Path(c.path) / 'tokens'} to train and encode again")
 
 
 def started_stages(out: Path) -> set[str]:
