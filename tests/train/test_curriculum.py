@@ -294,13 +294,12 @@ def test_a_paper_preset_that_cannot_be_built_is_refused_before_the_corpus_is_bui
         run_recipe(recipe, progress=False)
 
 
-def test_a_recipe_whose_codec_settings_changed_is_refused_not_trained_on_the_old_codec(corpus, tmp_path):
-    shutil.copytree(corpus, tmp_path / "c", ignore=shutil.ignore_patterns("codec", "tokens"))
-    dist = DistInfo(0, 1, 0, torch.device("cpu"))
-    prepare(recipe_from_dict(recipe_dict(tmp_path / "c", tmp_path / "run")), dist, progress=False)
-    bands = recipe_dict(tmp_path / "c", tmp_path / "run-bands")
+def test_a_recipe_whose_codec_settings_differ_from_the_corpus_codec_says_which_it_uses(corpus, tmp_path, capsys):
+    shutil.copytree(corpus, tmp_path / "c", ignore=shutil.ignore_patterns("tokens"))
+    bands = recipe_dict(tmp_path / "c", tmp_path / "run")
     bands["corpus"]["quantizer"] = "bands"
-    with pytest.raises(UniMoEError, match="has 12 residual codebooks of 256, the recipe asks for 12 bands codebooks"):
-        prepare(recipe_from_dict(bands), dist, progress=False)
+    run = prepare(recipe_from_dict(bands), DistInfo(0, 1, 0, torch.device("cpu")), progress=False)
+    assert run.codec.config.quantizer == "residual"  # the corpus's own codec is kept
+    assert "using the codec at" in capsys.readouterr().err
     with pytest.raises(UniMoEError, match="corpus.quantizer must be one of"):
         recipe_from_dict({**bands, "corpus": {"path": str(tmp_path / "c"), "quantizer": "vq"}})

@@ -152,7 +152,7 @@ class CorpusConfig:
     codebooks: int = 12  # of the built-in codec trained when `codec` is missing
     codebook_size: int = 256
     codec_minutes: float = 10.0
-    quantizer: str = "residual"  # or "bands" (codec/spectral.py)
+    quantizer: str = "residual"  # or "bands" (codec/spectral.py); like codebooks, used only when training the codec
 
     def __post_init__(self) -> None:
         if self.quantizer not in QUANTIZERS:

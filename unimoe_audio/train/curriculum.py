@@ -23,6 +23,7 @@ import copy
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
                                          quantizer=c.quantizer)
             SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
-        check_codec(codec, c)
+        note_codec(codec, c)
         encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
         if not (out / "frontend.json").is_file():
             TextFrontend.fit([e for entries in manifests.values() for e in entries]).save(out / "frontend.json")
@@ -110,17 +111,18 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     return Run(recipe, out, codec, frontend, base, train_set, TokenDataset(tokens, "validation"), collate, dist, progress)
 
 
-def check_codec(codec, c: CorpusConfig) -> None:
-    """A codec the recipe trained (no `corpus.codec`) must still have the recipe's settings: a
-    changed `codebooks`, `codebook_size` or `quantizer` would otherwise train on the old codec."""
+def note_codec(codec: Codec, c: CorpusConfig) -> None:
+    """The recipe's codec settings apply only when the corpus has no codec yet: say so on stderr
+    when the codec in use has others (a changed `quantizer` or `codebooks` would otherwise look
+    as if it had been applied)."""
     if c.codec is not None or not isinstance(codec, SpectralCodec):
         return
     have = (codec.num_codebooks, codec.codebook_size, codec.config.quantizer)
     want = (c.codebooks, c.codebook_size, c.quantizer)
     if have != want:
-        raise UniMoEError(f"the codec at {c.codec_dir} has {have[0]} {have[2]} codebooks of {have[1]}, the recipe asks for "
-                          f"{want[0]} {want[2]} codebooks of {want[1]}; use another corpus.path (or corpus.codec), "
-                          f"or delete {c.codec_dir} and {Path(c.path) / 'tokens'} to train and encode again")
+        print(f"note: using the codec at {c.codec_dir} ({have[0]} {have[2]} codebooks of {have[1]}); the recipe's "
+              f"{want[0]} {want[2]} codebooks of {want[1]} apply only to a corpus without a codec (use another "
+              f"corpus.path, or delete {c.codec_dir} and {Path(c.path) / 'tokens'})", file=sys.stderr)
 
 
 def started_stages(out: Path) -> set[str]:
