@@ -55,3 +55,16 @@ def killed_at(trainer, step: int):
 
     trainer.train_step = dying_step
     return trainer
+
+
+def fit_killed_and_resumed(trainer, out: str, rank: int, **changes) -> None:
+    """Trains `a` to the end (rank 0 saves its weights to out/a.pt), then `b` (with `changes`) killed
+    after its step-2 checkpoint, mid-way through step 3, and resumed: the two must end alike."""
+    model = trainer("a").fit()
+    if rank == 0:
+        torch.save(model.state_dict(), os.path.join(out, "a.pt"))
+    try:
+        killed_at(trainer("b", **changes), 3).fit()
+    except KeyboardInterrupt:
+        pass
+    trainer("b", **changes).fit(resume=True)

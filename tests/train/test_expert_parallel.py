@@ -17,7 +17,7 @@ from unimoe_audio.train.curriculum import moe_config, prepare
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import build_optimizer, list_checkpoints, read_metrics
 
-from .processes import STAGE, free_port, gloo_process, killed_at, moe_trainer
+from .processes import STAGE, fit_killed_and_resumed, free_port, gloo_process, moe_trainer
 from .test_curriculum import recipe_dict
 
 # The router's input jitter is off: with it, process 1 draws other noise for its micro-batch than
@@ -42,14 +42,7 @@ def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
         def trainer(name, **changes):
             return _trainer(run, os.path.join(out, name), 1, parallel="ep", **changes)
 
-        model = trainer("a").fit()
-        if rank == 0:
-            torch.save(model.state_dict(), os.path.join(out, "a.pt"))
-        try:  # killed after the step-2 checkpoint, mid-way through step 3
-            killed_at(trainer("b"), 3).fit()
-        except KeyboardInterrupt:
-            pass
-        trainer("b").fit(resume=True)
+        fit_killed_and_resumed(trainer, out, rank)
         # Groups of one process: each holds every expert and averages them with its replica.
         trainer("replicas", expert_parallel=1).fit()
         refused = {}

@@ -16,7 +16,7 @@ from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import list_checkpoints, read_metrics
 from unimoe_audio.workflows import checkpoints
 
-from .processes import free_port, gloo_process, killed_at, moe_trainer
+from .processes import fit_killed_and_resumed, free_port, gloo_process, moe_trainer
 from .test_curriculum import recipe_dict
 
 # Step 1 (the same weights): loss and gradient norm within 5e-6 relative (seen: 7e-7), as two
@@ -30,14 +30,7 @@ def _worker(rank: int, world: int, port: int, recipe: dict, out: str) -> None:
         def trainer(name, **changes):
             return moe_trainer(run, os.path.join(out, name), 1, parallel="fsdp", **changes)
 
-        model = trainer("a").fit()
-        if rank == 0:
-            torch.save(model.state_dict(), os.path.join(out, "a.pt"))
-        try:  # killed after the step-2 checkpoint, mid-way through step 3
-            killed_at(trainer("b", activation_checkpointing=True), 3).fit()
-        except KeyboardInterrupt:
-            pass
-        trainer("b", activation_checkpointing=True).fit(resume=True)
+        fit_killed_and_resumed(trainer, out, rank, activation_checkpointing=True)
 
 
 def test_two_fsdp_processes_match_one_process_and_resume_exactly(corpus, tmp_path, monkeypatch):
