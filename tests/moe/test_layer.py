@@ -59,7 +59,7 @@ def naive_paper(layer, x):
     return torch.stack(outs)
 
 
-@pytest.mark.parametrize("tokens", [40, 3], ids=["sorted-dispatch", "decode-all-experts"])
+@pytest.mark.parametrize("tokens", [40, 3], ids=["sorted-dispatch", "decode-used-experts"])
 @pytest.mark.parametrize("routing", [dict(), dict(routing="top_k", top_k=2)])
 def test_forward_and_gradients_match_naive(routing, tokens):
     torch.manual_seed(0)
@@ -74,6 +74,22 @@ def test_forward_and_gradients_match_naive(routing, tokens):
     ref_grads = torch.autograd.grad(ref, [x2] + list(layer.parameters()), g, allow_unused=True)
     for a, b in zip(grads, ref_grads):
         torch.testing.assert_close(a, torch.zeros_like(a) if b is None else b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("tokens", [40, 3], ids=["sorted-dispatch", "decode-used-experts"])
+def test_experts_no_token_selected_are_never_read(tokens):
+    """An expert no token routes to cannot change the output, even with NaN weights: both paths
+    (training-sized and decode-sized batches) skip it instead of weighting its output by 0."""
+    torch.manual_seed(0)
+    layer = DCMoE(tiny())
+    x = torch.rand(tokens, 32)  # positive, so expert 3's gate logit is about -16 for every token
+    with torch.no_grad():
+        layer.gate.weight[3] = -1.0
+        expected = layer(x).hidden_states
+        assert not layer(x).expert_mask[:, 3].any()
+        for w in (layer.experts.w_gate, layer.experts.w_up, layer.experts.w_down):
+            w[3] = float("nan")
+        torch.testing.assert_close(layer(x).hidden_states, expected)
 
 
 def naive_official(layer, x):
