@@ -92,7 +92,6 @@ class GenerationConfig:
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
            generator: torch.Generator | None) -> torch.Tensor:
     """logits [B, K, V] -> tokens [B, K]; per-codebook settings [K]; temperature 0 = greedy."""
-    greedy = logits.argmax(-1)
     t = temperature.clamp_min(1e-5)[None, :, None]
     vocab = logits.shape[-1]
     k = torch.where(top_k > 0, top_k, torch.full_like(top_k, vocab)).long()
@@ -100,11 +99,14 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     ordered, order = (logits / t).topk(min(int(k.max()), vocab), dim=-1)
     rank = torch.arange(ordered.shape[-1], device=logits.device)
     ordered = ordered.masked_fill(rank[None, None, :] >= k[None, :, None], float("-inf"))
-    probs = ordered.softmax(-1)  # top-p then acts on the top-k distribution, as in transformers
-    ordered = ordered.masked_fill((probs.cumsum(-1) - probs) >= top_p[None, :, None], float("-inf"))  # smallest prefix reaching top_p
+    if bool((top_p < 1).any()):  # (checked first: this runs once per generated frame)
+        probs = ordered.softmax(-1)  # top-p then acts on the top-k distribution, as in transformers
+        ordered = ordered.masked_fill((probs.cumsum(-1) - probs) >= top_p[None, :, None], float("-inf"))  # smallest prefix reaching top_p
     choice = torch.multinomial(ordered.softmax(-1).flatten(0, 1), 1, generator=generator).view(logits.shape[:2])
     sampled = order.gather(-1, choice[..., None])[..., 0]
-    return torch.where(temperature[None, :] == 0, greedy, sampled)
+    if bool((temperature == 0).any()):
+        return torch.where(temperature[None, :] == 0, logits.argmax(-1), sampled)
+    return sampled
 
 
 def released_sample(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, eos: int,
@@ -314,9 +316,7 @@ class Decoding:
         `lengths` = (min_frames [B], max_frames [B])."""
         p = self.generator.pattern
         min_frames, max_frames = lengths
-        codes_only = logits.clone()
-        codes_only[..., p.codebook_size:] = float("-inf")
-        frame = sample(codes_only, temperature, top_k, top_p, gen)
+        frame = sample(logits[..., :p.codebook_size], temperature, top_k, top_p, gen)  # codes only: no special token
         # codebook 0 may end the audio where EOS is its arg-max, from min_frames (and step 1) on
         wants_eos = (logits[:, 0].argmax(-1) == p.eos) & (step >= min_frames.clamp_min(1)) | (step >= max_frames)
         eos_at[:] = torch.where((eos_at < 0) & wants_eos, step, eos_at)
@@ -378,17 +378,20 @@ class Decoding:
 
 
 class _top_p_override:
-    """Inference mode with the DCMoE's Top-P threshold overridden (restored on exit)."""
+    """Inference mode with the DCMoE's Top-P threshold overridden (restored on exit); with no
+    override the layers are left as they are (this runs twice per generated frame)."""
 
     def __init__(self, model: UniMoEAudioModel, top_p: float | None):
         self.model, self.top_p, self.mode = model, top_p, torch.inference_mode()
 
     def __enter__(self):
         self.mode.__enter__()
-        self.model.set_top_p(self.top_p)
+        if self.top_p is not None:
+            self.model.set_top_p(self.top_p)
 
     def __exit__(self, *exc):
-        self.model.set_top_p(None)
+        if self.top_p is not None:
+            self.model.set_top_p(None)
         return self.mode.__exit__(*exc)
 
 

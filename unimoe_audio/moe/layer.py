@@ -139,8 +139,7 @@ class DCMoE(nn.Module):
         c = self.config
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # [N, D]
-        n = x.shape[0]
-        valid = torch.ones(n, dtype=torch.bool, device=x.device) if pad_mask is None else ~pad_mask.reshape(-1)
+        valid = None if pad_mask is None else ~pad_mask.reshape(-1)  # [N]; None: every token is real
 
         router_in = x.float()
         if self.training and c.router_jitter > 0:
@@ -152,18 +151,22 @@ class DCMoE(nn.Module):
         shared_scale = None
         if c.weighting == "official":
             weights, shared_scale = official_weights(dyn_logits, shared_logits, mask)
-        mask = mask & valid[:, None]
-        weights = weights * valid[:, None]
+        if valid is not None:
+            mask = mask & valid[:, None]
+            weights = weights * valid[:, None]
 
         routed_mask = mask[:, : c.num_routed]
         out = self.experts(x, routed_mask, weights[:, : c.num_routed])
         if c.num_shared:
             out = out + self._shared(x, shared_scale)
-        out = out * valid[:, None].to(out.dtype)
+        if valid is not None:
+            out = out * valid[:, None].to(out.dtype)
 
         # generation runs under inference mode and has no use for the loss: skip its softmax
-        aux = x.new_zeros((), dtype=torch.float32) if torch.is_inference_mode_enabled() \
-            else load_balancing_loss(dyn_logits[valid], mask[valid])
+        if torch.is_inference_mode_enabled():
+            aux = x.new_zeros((), dtype=torch.float32)
+        else:
+            aux = load_balancing_loss(dyn_logits, mask) if valid is None else load_balancing_loss(dyn_logits[valid], mask[valid])
         return MoEOutput(
             hidden_states=out.reshape(shape),
             aux_loss=aux,
