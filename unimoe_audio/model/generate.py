@@ -99,7 +99,7 @@ def sample(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
     ordered, order = (logits / t).topk(min(int(k.max()), vocab), dim=-1)
     rank = torch.arange(ordered.shape[-1], device=logits.device)
     ordered = ordered.masked_fill(rank[None, None, :] >= k[None, :, None], float("-inf"))
-    if bool((top_p < 1).any()):  # (checked first: this runs once per generated frame)
+    if bool((top_p < 1).any()):  # skipped when no codebook asks for it: this runs once per frame
         probs = ordered.softmax(-1)  # top-p then acts on the top-k distribution, as in transformers
         ordered = ordered.masked_fill((probs.cumsum(-1) - probs) >= top_p[None, :, None], float("-inf"))  # smallest prefix reaching top_p
     choice = torch.multinomial(ordered.softmax(-1).flatten(0, 1), 1, generator=generator).view(logits.shape[:2])
