@@ -6,7 +6,10 @@ frames/s, real-time factor, peak resident memory — against the same model deco
 every step, greedy); first-chunk latency of streaming (25 frames = 0.5 s, decoded by a
 12 × 1024 spectral codec). Part 2 (a trained model, `--model`, default
 runs/curriculum-tiny/joint/model): per MoE Top-P, routed experts per token, teacher-forced
-validation loss (the quality proxy) and guided generation speed.
+validation loss (the quality proxy) and guided generation speed. Part 3 (a trained speech model,
+`--speech-model`): end-to-end text-to-speech of 5 s in a built-in English voice with guidance
+(text front-end, prefill, decoding, codec decoding to a waveform), with the DCMoE's decode path
+running only the experts the tokens selected against running all of them (the earlier path).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,19 +25,19 @@ import torch
 from unimoe_audio.codec import DelayPattern, SpectralCodec, SpectralCodecConfig
 from unimoe_audio.data import TokenDataset
 from unimoe_audio.eval.suite import corpus_of
+from unimoe_audio.model.generate import DEFAULT_GUIDANCE
 from unimoe_audio.model.sequence import FrontendPrompts
 from unimoe_audio.model import (GenerationConfig, Generator, Request, SequenceCollator, TextFrontend, UniMoEAudio,
                                 UniMoEAudioConfig, UniMoEAudioModel, load_model)
+from unimoe_audio.moe import dispatch
 
 DEFAULT = Path("runs/curriculum-tiny/joint/model")
 
 
 def uncached_frames_per_s(gen: Generator, request: Request, frames: int) -> float:
     """Greedy decoding that re-runs the whole sequence every step (what a cache saves)."""
-    from unimoe_audio.model.sequence import encode_prompt
-
     model, pattern = gen.model, gen.pattern
-    seg = encode_prompt(gen.frontend, pattern, request)
+    seg = gen.prompts.encode(request, True)
     tokens, audio, is_audio = seg.tokens[None], seg.audio[None], seg.is_audio[None]
     start = time.perf_counter()
     with torch.inference_mode():
@@ -41,7 +45,7 @@ def uncached_frames_per_s(gen: Generator, request: Request, frames: int) -> floa
             hidden, _, _ = model.hidden(tokens, audio, is_audio)
             frame = model.logits(hidden[:, -1]).argmax(-1)  # [1, K]
             frame = torch.where(step < torch.tensor(pattern.delays)[None], torch.full_like(frame, pattern.bos), frame)
-            tokens = torch.cat([tokens, torch.full((1, 1), gen.frontend["<audio>"])], 1)
+            tokens = torch.cat([tokens, torch.full((1, 1), gen.prompts.audio_id)], 1)
             audio = torch.cat([audio, frame[..., None]], 2)
             is_audio = torch.cat([is_audio, torch.ones(1, 1, dtype=torch.bool)], 1)
     return frames / (time.perf_counter() - start)
@@ -115,9 +119,44 @@ def part_two(model_dir: Path, frames: int) -> None:
         print(f"| {top_p}{' (trained)' if top_p == base else ''} | {experts:.2f} | {loss:.3f} | {speed:.1f} | {speed / reference:.2f}x |")
 
 
+def part_three(model_dir: Path, seconds: float = 5.0) -> None:
+    api = UniMoEAudio.from_pretrained(model_dir)
+    speaker = next(s for s in api.speakers if "en" in api.frontend.speaker_languages.get(s, ["en"]))
+    text = "The quick brown fox jumps over the lazy dog near the river bank today."
+    frames = round(seconds * api.codec.frame_rate)
+    config = GenerationConfig(max_frames=frames, min_frames=frames, seed=0)  # exactly `seconds` of speech
+    api.tts(text, "en", speaker=speaker, config=replace(config, max_frames=10, min_frames=10))  # warm-up
+    print(f"\nText-to-speech with {model_dir} ({sum(p.numel() for p in api.model.parameters()) / 1e6:.1f} M "
+          f"parameters, guidance {DEFAULT_GUIDANCE['project']['tts']}), {seconds:g} s of speech, best of 3:\n")
+    print("| DCMoE decode path | generation frames/s | codec decoding | end to end | real time × | vs all experts |")
+    print("|---|---|---|---|---|---|")
+    def every_expert(x, mask, weights, w_gate, w_up, w_down, used):  # the decode path before the selected-experts one
+        return dispatch.all_experts(x, mask, weights, w_gate, w_up, w_down)
+
+    used, reference = dispatch.used_experts, None
+    for label, path in (("all experts (before)", every_expert), ("experts some token selected", used)):
+        dispatch.used_experts = path
+        best = None
+        for _ in range(3):
+            start = time.perf_counter()
+            request = api.request("tts", text, "en", speaker)
+            codes = api.generator.run([request], config)
+            generated = time.perf_counter()
+            wave = api.decode_all(codes)[0]
+            end = time.perf_counter()
+            if best is None or end - start < best[0]:
+                best = (end - start, generated - start, end - generated, len(wave) / api.sample_rate)
+        dispatch.used_experts = used
+        total, generating, decoding, audio = best
+        reference = reference or total
+        print(f"| {label} | {frames / generating:.0f} | {decoding * 1e3:.0f} ms | {total:.2f} s | {audio / total:.2f} | "
+              f"{reference / total:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=DEFAULT if DEFAULT.is_dir() else None)
+    parser.add_argument("--speech-model", type=Path, help="a trained speech model for the end-to-end text-to-speech table")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     frames = 100 if args.quick else 500
@@ -127,6 +166,8 @@ def main() -> None:
         part_two(args.model, frames // 2)
     else:
         print("\n(no trained model: run `unimoe-audio quickstart` or pass --model for the Top-P table)")
+    if args.speech_model is not None:
+        part_three(args.speech_model)
 
 
 if __name__ == "__main__":

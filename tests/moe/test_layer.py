@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.moe import AuxLossSchedule, DCMoE, DCMoEConfig, RoutingStats
+from unimoe_audio.moe import AuxLossSchedule, DCMoE, DCMoEConfig, RoutingStats, dispatch
 
 
 def tiny(**kw):
@@ -79,17 +79,29 @@ def test_forward_and_gradients_match_naive(routing, tokens):
 @pytest.mark.parametrize("tokens", [40, 3], ids=["sorted-dispatch", "decode-used-experts"])
 def test_experts_no_token_selected_are_never_read(tokens):
     """An expert no token routes to cannot change the output, even with NaN weights: both paths
-    (training-sized and decode-sized batches) skip it instead of weighting its output by 0."""
+    (training-sized batches, and decode-sized ones whose tokens use few experts) skip it instead
+    of weighting its output by 0."""
     torch.manual_seed(0)
     layer = DCMoE(tiny())
-    x = torch.rand(tokens, 32)  # positive, so expert 3's gate logit is about -16 for every token
+    x = torch.rand(tokens, 32)  # positive: expert 0's gate logit is about +16 and expert 3's -16 for every token
     with torch.no_grad():
-        layer.gate.weight[3] = -1.0
+        layer.gate.weight[0], layer.gate.weight[3] = 1.0, -1.0
         expected = layer(x).hidden_states
         assert not layer(x).expert_mask[:, 3].any()
         for w in (layer.experts.w_gate, layer.experts.w_up, layer.experts.w_down):
             w[3] = float("nan")
         torch.testing.assert_close(layer(x).hidden_states, expected)
+
+
+def test_decode_paths_agree():
+    """Running only the selected experts on every token gives the batched all-experts sum."""
+    torch.manual_seed(0)
+    x, weights = torch.randn(4, 32), torch.rand(4, 6)
+    mask = torch.rand(4, 6) < 0.4
+    w_gate, w_up, w_down = torch.randn(6, 16, 32), torch.randn(6, 16, 32), torch.randn(6, 32, 16)
+    used = mask.any(0).nonzero().flatten().tolist()
+    torch.testing.assert_close(dispatch.used_experts(x, mask, weights, w_gate, w_up, w_down, used),
+                               dispatch.all_experts(x, mask, weights, w_gate, w_up, w_down), rtol=1e-4, atol=1e-4)
 
 
 def naive_official(layer, x):

@@ -8,7 +8,8 @@ Decode-sized batches of small experts on CPU (a few tokens: one step of generati
 sort and the gathers: each expert that some token selected runs on every token, and the tokens
 that did not select it give its output weight 0. A decode step reads each used expert's weights
 once either way, and a trained router's tokens share few experts (the small pretrained model's
-two guided rows use 1.8 of 6 per layer on average), so idle experts are never read.
+two guided rows use 1.8 of 6 per layer on average), so idle experts are never read. When most
+experts are busy (untrained routers), every expert runs in three batched matmuls instead.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, w_gate:
     stacked expert weights w_gate, w_up [E, F, D], w_down [E, D, F]. Returns [N, D].
     """
     if x.device.type == "cpu" and x.shape[0] <= DECODE_TOKENS and w_gate[0].numel() <= SMALL_EXPERT:
-        return used_experts(x, mask, weights, w_gate, w_up, w_down)
+        used = mask.any(0).nonzero().flatten().tolist()
+        if 2 * len(used) > w_gate.shape[0]:  # most experts busy: three batched matmuls beat a loop over them
+            return all_experts(x, mask, weights, w_gate, w_up, w_down)
+        return used_experts(x, mask, weights, w_gate, w_up, w_down, used)
     # mask.T.nonzero() lists pairs ordered by expert, then token: each expert's tokens are contiguous.
     expert_idx, token_idx = mask.T.nonzero(as_tuple=True)
     counts = torch.bincount(expert_idx, minlength=w_gate.shape[0]).tolist()
@@ -60,11 +64,11 @@ def dispatch(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, w_gate:
 
 
 def used_experts(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, w_gate: torch.Tensor,
-                 w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """The same sum as `dispatch`, running each expert that some token selected on every token."""
+                 w_up: torch.Tensor, w_down: torch.Tensor, used: list[int]) -> torch.Tensor:
+    """The same sum as `dispatch`, running each expert in `used` (those some token selected) on every token."""
     out = torch.zeros_like(x)
     weights = (weights * mask).to(x.dtype)  # [N, E], 0 where a token did not select the expert
-    for e in mask.any(0).nonzero().flatten().tolist():
+    for e in used:
         out.addcmul_(swiglu(x, w_gate[e], w_up[e], w_down[e]), weights[:, e:e + 1])
     return out
 
