@@ -271,6 +271,8 @@ class Decoding:
 
     def drop(self, ids: Collection[int]) -> None:
         """Take requests out of the batch (finished, failed or cancelled), KV cache included."""
+        if not ids:
+            return
         stay = torch.tensor([i not in ids for i in self.ids], device=self.device)
         if bool(stay.all()):
             return
