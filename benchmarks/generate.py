@@ -130,6 +130,7 @@ def part_three(model_dir: Path, seconds: float = 5.0) -> None:
           f"parameters, guidance {DEFAULT_GUIDANCE['project']['tts']}), {seconds:g} s of speech, best of 3:\n")
     print("| DCMoE decode path | generation frames/s | codec decoding | end to end | real time × | vs all experts |")
     print("|---|---|---|---|---|---|")
+
     def every_expert(x, mask, weights, w_gate, w_up, w_down, used):  # the decode path before the selected-experts one
         return dispatch.all_experts(x, mask, weights, w_gate, w_up, w_down)
 
