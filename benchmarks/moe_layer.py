@@ -3,7 +3,8 @@
 Prints tokens/s, ratios and the peak resident memory one call adds, all measured in this run.
 `--quick` for a short run.
 Regimes: training batches (forward + backward) and decode batches (forward only, 2–16 tokens),
-where small experts take the used-experts path (each expert some token selected runs on all of them) and the paper's large ones the sorted path.
+where small experts take the used-experts path (each expert some token selected runs on every
+token; all of them batched when most are busy) and the paper's large ones the sorted path.
 Decode rows also print the rate at which each implementation reads its weights, beside the rates
 at which a large fp32 matrix is read by a sum (the memory's ceiling) and by a 2-row linear layer.
 """

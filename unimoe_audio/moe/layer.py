@@ -165,8 +165,10 @@ class DCMoE(nn.Module):
         # generation runs under inference mode and has no use for the loss: skip its softmax
         if torch.is_inference_mode_enabled():
             aux = x.new_zeros((), dtype=torch.float32)
+        elif valid is None:
+            aux = load_balancing_loss(dyn_logits, mask)
         else:
-            aux = load_balancing_loss(dyn_logits, mask) if valid is None else load_balancing_loss(dyn_logits[valid], mask[valid])
+            aux = load_balancing_loss(dyn_logits[valid], mask[valid])
         return MoEOutput(
             hidden_states=out.reshape(shape),
             aux_loss=aux,
