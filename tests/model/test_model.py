@@ -32,7 +32,7 @@ def test_presets_build_the_paper_shape():
 
 @pytest.mark.parametrize("changes, message", [
     (dict(hidden_size=30), "hidden_size"), (dict(num_kv_heads=3), "divisible"), (dict(ffn="conv"), "ffn"),
-    (dict(delays=(0, 1)), "delays"), (dict(cond_dropout=1.5), "cond_dropout")])
+    (dict(delays=(0, 1)), "delays"), (dict(cond_dropout=1.5), "cond_dropout"), (dict(audio_noise=1.0), "audio_noise")])
 def test_invalid_configs_name_the_problem(frontend, changes, message):
     with pytest.raises(UniMoEError, match=message):
         tiny_config(frontend, **changes)
@@ -86,6 +86,24 @@ def test_condition_dropout_removes_text_and_caption(frontend, examples):
     never = SequenceCollator(FrontendPrompts(frontend, pattern), cond_dropout=0.0)(examples, np.random.default_rng(0))
     text_len = lambda b: (~b["is_audio"] & ~b["pad_mask"]).sum(1)
     assert (text_len(always) < text_len(never)).all()
+
+
+def test_audio_noise_changes_input_codes_only(frontend, examples):
+    """Noise replaces about the asked share of the generated audio's input codes, with codes; the
+    targets, the text and the specials stay; evaluation (no generator) sees clean input."""
+    pattern = DelayPattern((0, 1, 2, 3), 64)
+    prompts = FrontendPrompts(frontend, pattern)
+    clean = SequenceCollator(prompts)(examples, np.random.default_rng(0))
+    noisy = SequenceCollator(prompts, audio_noise=0.4)(examples, np.random.default_rng(0))
+    for key in ("tokens", "targets", "is_audio", "pad_mask"):
+        assert torch.equal(clean[key], noisy[key]), key
+    codes = clean["audio"] < pattern.codebook_size
+    changed = clean["audio"] != noisy["audio"]
+    assert not (changed & ~codes).any()  # BOS, EOS, PAD and text positions untouched
+    assert (noisy["audio"][changed] < pattern.codebook_size).all()
+    share = changed.sum() / codes.sum()
+    assert 0.4 * (1 - 1 / 64) - 0.08 < share < 0.4 + 0.08
+    assert torch.equal(SequenceCollator(prompts, audio_noise=0.4)(examples)["audio"], clean["audio"])
 
 
 def test_kv_cache_matches_the_full_forward(frontend, examples):

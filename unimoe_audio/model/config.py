@@ -42,6 +42,11 @@ class UniMoEAudioConfig:
     max_positions: int = 4096
     init_std: float = 0.02
     cond_dropout: float = 0.1  # probability of training on the unconditional form (for CFG)
+    # probability that a code of the generated audio's input frames is replaced by a random code in
+    # training (Tacotron's pre-net dropout for codec tokens): the model cannot just continue the audio
+    # it is fed, so it learns to take what it says from the text, and meets noisy input before it
+    # feeds on its own samples
+    audio_noise: float = 0.0
     vision: VisionConfig | None = None  # the vision encoder (video-to-music), or none
 
     def __post_init__(self) -> None:
@@ -83,6 +88,8 @@ class UniMoEAudioConfig:
             raise bad(f"delays must list {self.num_codebooks} non-negative steps, got {list(self.delays)}")
         if not 0.0 <= self.cond_dropout < 1.0:
             raise bad(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
+        if not 0.0 <= self.audio_noise < 1.0:
+            raise bad(f"audio_noise must be in [0, 1), got {self.audio_noise}")
 
     @property
     def head_dim(self) -> int:

@@ -196,13 +196,16 @@ class SequenceCollator:
     `pattern`, `pad_id`, `audio_id`, `encode(request, conditional)` and `text_span(tokens)`.
     `max_music_frames` crops music to a random excerpt (speech is never cropped: its text must
     match its audio). Condition dropout replaces the text or caption with the unconditional form
-    with probability `cond_dropout`; the caller passes the random generator so batches are
-    reproducible (exact resume).
+    with probability `cond_dropout`; `audio_noise` replaces each code of the generated audio's
+    input frames (never a target, never the voice prompt) by a random code with that probability.
+    The caller passes the random generator so batches are reproducible (exact resume); without
+    one (evaluation) neither is applied.
     """
 
-    def __init__(self, prompts, cond_dropout: float = 0.0, max_music_frames: int | None = None):
+    def __init__(self, prompts, cond_dropout: float = 0.0, max_music_frames: int | None = None,
+                 audio_noise: float = 0.0):
         self.prompts, self.pattern = prompts, prompts.pattern
-        self.cond_dropout, self.max_music_frames = cond_dropout, max_music_frames
+        self.cond_dropout, self.max_music_frames, self.audio_noise = cond_dropout, max_music_frames, audio_noise
 
     def excerpt(self, ex: Example, rng: np.random.Generator | None) -> Example:
         """A music example cut to `max_music_frames` (a random excerpt with `rng`, else the start); a
@@ -229,7 +232,7 @@ class SequenceCollator:
         k, n_prompt = delayed.shape[0], prompt.tokens.shape[0]
         seg = Segment(
             tokens=torch.cat([prompt.tokens, torch.full((delayed.shape[1],), self.prompts.audio_id, dtype=torch.long)]),
-            audio=torch.cat([prompt.audio, delayed], dim=1),
+            audio=torch.cat([prompt.audio, self.noised(delayed, rng)], dim=1),
             is_audio=torch.cat([prompt.is_audio, torch.ones(delayed.shape[1], dtype=torch.bool)]),
             video=prompt.video,
             is_video=None if prompt.video is None else torch.cat([prompt.is_video, torch.zeros(delayed.shape[1], dtype=torch.bool)]))
@@ -244,6 +247,15 @@ class SequenceCollator:
             text_span = self.prompts.text_span(prompt.tokens.tolist())
             audio_span = (n_prompt - 1, n_prompt - 1 + codes.shape[1])
         return seg, targets, text_span, audio_span
+
+    def noised(self, delayed: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+        """delayed [K, S] with each code (not BOS/EOS/PAD) replaced by a random one with probability
+        `audio_noise` (the targets are taken before this)."""
+        if rng is None or not self.audio_noise:
+            return delayed
+        size = self.pattern.codebook_size
+        hit = torch.from_numpy(rng.random(delayed.shape) < self.audio_noise) & (delayed < size)
+        return torch.where(hit, torch.from_numpy(rng.integers(size, size=delayed.shape)), delayed)
 
     def __call__(self, examples: list[Example], rng: np.random.Generator | None = None) -> dict:
         seqs = [self.sequence(ex, rng) for ex in examples]

@@ -107,7 +107,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
                                     delays=UniMoEAudioConfig().delays if k == 12 else tuple(range(k)),
                                     vision=VisionConfig() if "v2m" in train_set.groups else None)
     collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size), base.vision),
-                               base.cond_dropout, recipe.max_music_frames)
+                               base.cond_dropout, recipe.max_music_frames, base.audio_noise)
     return Run(recipe, out, codec, frontend, base, train_set, TokenDataset(tokens, "validation"), collate, dist, progress)
 
 
