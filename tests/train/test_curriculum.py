@@ -87,6 +87,20 @@ def _trainer(run, out, steps=4):
     return Trainer(model, config, run.train_set, run.collate, out, val_set=run.val_set, seed=0, progress=False)
 
 
+def test_validation_reports_what_the_condition_is_worth(corpus, tmp_path):
+    """cond_gain/<group>: the unconditional form's loss minus the conditional one, on the same items."""
+    run = prepare(recipe_from_dict(recipe_dict(corpus, tmp_path / "run")), DistInfo(), progress=False)
+    trainer = _trainer(run, tmp_path / "a")
+    metrics = trainer.evaluate()
+    for g in run.groups:
+        examples = [run.val_set[i] for i, x in enumerate(run.val_set.groups) if x == g][:trainer.micro_batch]
+        with torch.no_grad():
+            cond = trainer.model(**run.collate(examples)).example_losses.mean()
+            uncond = trainer.model(**run.collate(examples, conditional=False)).example_losses.mean()
+        assert metrics[f"eval/{g}"] == pytest.approx(float(cond), abs=1e-4)
+        assert metrics[f"cond_gain/{g}"] == pytest.approx(float(uncond - cond), abs=1e-4)
+
+
 def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(corpus, tmp_path):
     run = prepare(recipe_from_dict(recipe_dict(corpus, tmp_path / "run")), DistInfo(), progress=False)
     _trainer(run, tmp_path / "a").fit()

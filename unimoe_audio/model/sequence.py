@@ -222,11 +222,13 @@ class SequenceCollator:
         last = math.ceil((start + m) / step)  # video frames shown before the excerpt ends
         return replace(ex, codes=ex.codes[:, start:start + m], video=ex.video[first:max(last, first + 1)])
 
-    def sequence(self, ex: Example, rng: np.random.Generator | None) -> tuple[Segment, torch.Tensor, tuple, tuple]:
-        """-> (segment, targets [K, L], target-text span, audio-query span) (spans (0, 0) if none)."""
+    def sequence(self, ex: Example, rng: np.random.Generator | None, conditional: bool = True
+                 ) -> tuple[Segment, torch.Tensor, tuple, tuple]:
+        """-> (segment, targets [K, L], target-text span, audio-query span) (spans (0, 0) if none).
+        `conditional=False` writes the unconditional form whatever condition dropout draws."""
         ex = self.excerpt(ex, rng)
         codes = ex.codes
-        conditional = rng is None or rng.random() >= self.cond_dropout
+        conditional = (rng is None or rng.random() >= self.cond_dropout) and conditional
         prompt = self.prompts.encode(Request.from_example(ex), conditional)
         delayed = self.pattern.apply(codes[None], eos=True)[0]  # [K, T + 1 + max_delay]
         k, n_prompt = delayed.shape[0], prompt.tokens.shape[0]
@@ -257,8 +259,8 @@ class SequenceCollator:
         hit = torch.from_numpy(rng.random(delayed.shape) < self.audio_noise) & (delayed < size)
         return torch.where(hit, torch.from_numpy(rng.integers(size, size=delayed.shape)), delayed)
 
-    def __call__(self, examples: list[Example], rng: np.random.Generator | None = None) -> dict:
-        seqs = [self.sequence(ex, rng) for ex in examples]
+    def __call__(self, examples: list[Example], rng: np.random.Generator | None = None, conditional: bool = True) -> dict:
+        seqs = [self.sequence(ex, rng, conditional) for ex in examples]
         b, k = len(seqs), self.pattern.num_codebooks
         length = max(s[0].tokens.shape[0] for s in seqs)
         batch = {

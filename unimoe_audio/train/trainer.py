@@ -115,8 +115,9 @@ def set_rng_state(state: dict) -> None:
 class Trainer:
     """Train `model` on `train_set` for one stage; `fit()` returns the trained (unwrapped) model.
 
-    `collate(examples, rng=None) -> dict` builds the model's keyword batch (rng drives condition
-    dropout; evaluation passes none); `model(**batch, aux_weight=w)`
+    `collate(examples, rng=None, conditional=True) -> dict` builds the model's keyword batch (rng
+    drives condition dropout; evaluation passes none, and conditional=False for the unconditional
+    form); `model(**batch, aux_weight=w)`
     returns an output with `loss`, `codec_loss`, `codebook_losses`, `aux_loss`, `example_losses`
     and `experts_per_token`. `only` restricts training and evaluation to some task groups (the
     specialists). Outputs go to `out_dir`: checkpoints/, metrics.jsonl, tensorboard/, loss.png.
@@ -276,8 +277,11 @@ class Trainer:
         """Mean per-example loss on the validation split, per task group and overall (mean of groups),
         per codebook (`val_codebook/<k>`, over all groups), and for speech groups the alignment
         score `align/<group>`: the diagonal mass of the best head of `align_layer`
-        (model/alignment.py). The first speech item's attention map is kept under attention/ for
-        the picture drawn at the end.
+        (model/alignment.py). `cond_gain/<group>` is what the condition is worth: the loss of the
+        same items in the unconditional form (no target text, caption or video) minus their loss,
+        in nats per frame summed over codebooks. A model that continues the audio it is fed and
+        ignores the text scores near 0 however low its loss. The first speech item's attention map
+        is kept under attention/ for the picture drawn at the end.
 
         The same fixed items every time: the first eval_batches × batch items of each group. Under FSDP
         and expert parallelism every forward is a collective, so every process runs as many batches: one
@@ -289,7 +293,7 @@ class Trainer:
         groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
         n = c.eval_batches * self.micro_batch * self.dist.world_size
         # Per group: summed example loss, items, summed alignment score, speech items; codebook losses item-weighted.
-        sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech")}
+        sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech", "uncond")}
         sums.update({f"codebook/{i}": 0.0 for i in range(self.model.config.num_codebooks)})
         snapshot = None
         for g in groups:
@@ -303,9 +307,11 @@ class Trainer:
                 batch = self._to_device(self.collate(examples))
                 with self._autocast():
                     out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
+                    uncond = self.model(**self._to_device(self.collate(examples, conditional=False)), aux_weight=0.0)
                 if not chosen:
                     continue
                 sums[f"loss/{g}"] += float(out.example_losses.float().sum())
+                sums[f"uncond/{g}"] += float(uncond.example_losses.float().sum())
                 sums[f"items/{g}"] += len(examples)
                 for i, v in enumerate(out.codebook_losses.float().tolist()):
                     sums[f"codebook/{i}"] += v * len(examples)
@@ -321,6 +327,8 @@ class Trainer:
         result = {f"eval/{g}": sums[f"loss/{g}"] / sums[f"items/{g}"] for g in groups if sums[f"items/{g}"]}
         if result:
             result["eval/loss"] = sum(result.values()) / len(result)
+        result.update({f"cond_gain/{g}": (sums[f"uncond/{g}"] - sums[f"loss/{g}"]) / sums[f"items/{g}"]
+                       for g in groups if sums[f"items/{g}"]})
         result.update({f"align/{g}": sums[f"align/{g}"] / sums[f"speech/{g}"] for g in groups if sums[f"speech/{g}"]})
         if result:
             result.update({f"val_codebook/{i}": sums[f"codebook/{i}"] / items
