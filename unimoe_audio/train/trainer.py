@@ -292,7 +292,8 @@ class Trainer:
         c = self.config
         groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
         n = c.eval_batches * self.micro_batch * self.dist.world_size
-        # Per group: summed example loss, items, summed alignment score, speech items; codebook losses item-weighted.
+        # Per group: summed example loss (and unconditional loss), items, summed alignment score, speech items;
+        # codebook losses item-weighted.
         sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech", "uncond")}
         sums.update({f"codebook/{i}": 0.0 for i in range(self.model.config.num_codebooks)})
         snapshot = None
