@@ -43,9 +43,8 @@ class UniMoEAudioConfig:
     init_std: float = 0.02
     cond_dropout: float = 0.1  # probability of training on the unconditional form (for CFG)
     # probability that a code of the generated audio's input frames is replaced by a random code in
-    # training (Tacotron's pre-net dropout for codec tokens): the model cannot just continue the audio
-    # it is fed, so it learns to take what it says from the text, and meets noisy input before it
-    # feeds on its own samples
+    # training (Tacotron's pre-net dropout for codec tokens): continuing the audio it is fed pays less,
+    # so the model leans more on the text (docs/pretrained.md, session 6: for a while)
     audio_noise: float = 0.0
     vision: VisionConfig | None = None  # the vision encoder (video-to-music), or none
 
