@@ -1,6 +1,7 @@
 """The built-in codec on real flite speech: determinism, persistence, reconstruction, bad codes."""
 
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -167,3 +168,26 @@ def test_unknown_quantizer_is_refused():
         SpectralCodecConfig(quantizer="vq")
     with pytest.raises(UniMoEError, match="one mel bin per codebook"):
         SpectralCodecConfig(num_codebooks=16, n_mels=8, quantizer="bands")
+
+
+def test_stacked_frames_are_the_same_codes_two_to_a_step(codec, speech, tmp_path):
+    """frames_per_step 2: codebook k of frame j of a step sits at index 2k + j, at 25 steps/s; an
+    odd last frame is repeated to fill its step; the audio decodes as from the unstacked codes."""
+    stacked = SpectralCodec(replace(codec.config, frames_per_step=2), codec.mean, codec.std, codec.codebooks)
+    assert (stacked.num_codebooks, stacked.frame_rate, stacked.delays) == (8, 25.0, (0, 0, 1, 1, 2, 2, 3, 3))
+    assert codec.delays == (0, 1, 2, 3)
+    for n in (16_000, 16_320):  # 51 mel frames (odd), 52 (even)
+        wave = speech[0][0][:n]
+        flat, steps = codec.encode(wave, 16_000)[0], stacked.encode(wave, 16_000)[0]  # [4, T], [8, ceil(T / 2)]
+        t = flat.shape[-1]
+        assert steps.shape == (8, (t + 1) // 2)
+        filled = torch.cat([flat, flat[:, -1:]], dim=1) if t % 2 else flat
+        assert torch.equal(steps.reshape(4, 2, -1).transpose(1, 2).reshape(4, -1), filled)
+        assert torch.equal(stacked.decode(steps[None]), codec.decode(filled[None]))
+    stacked.save_pretrained(tmp_path / "stacked")
+    again = load_codec(tmp_path / "stacked")
+    assert again.frame_rate == 25.0 and again.fingerprint() != codec.fingerprint()
+    with pytest.raises(UniMoEError, match=r"\[B, 8, T\]"):
+        stacked.decode(torch.zeros(1, 4, 10, dtype=torch.long))
+    with pytest.raises(UniMoEError, match="frames_per_step must be at least 1"):
+        SpectralCodecConfig(frames_per_step=0)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from unimoe_audio.errors import UniMoEError
-from unimoe_audio.model import UniMoEAudio
+from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.train.config import StageConfig, recipe_from_dict
 from unimoe_audio.train.curriculum import fresh, moe_config, prepare, run_recipe
 from unimoe_audio.train.distributed import DistInfo
@@ -317,3 +317,19 @@ def test_a_recipe_whose_codec_settings_differ_from_the_corpus_codec_says_which_i
     assert "using the codec at" in capsys.readouterr().err
     with pytest.raises(UniMoEError, match="corpus.quantizer must be one of"):
         recipe_from_dict({**bands, "corpus": {"path": str(tmp_path / "c"), "quantizer": "vq"}})
+
+
+def test_a_codec_with_two_frames_per_step_trains_and_speaks_at_25_steps_per_second(corpus, tmp_path):
+    shutil.copytree(corpus, tmp_path / "c", ignore=shutil.ignore_patterns("tokens", "codec"))
+    stacked = recipe_dict(tmp_path / "c", tmp_path / "run")
+    stacked["corpus"].update(codebooks=4, codebook_size=32, frames_per_step=2)
+    recipe = recipe_from_dict(stacked)
+    run = prepare(recipe, DistInfo(), progress=False)
+    assert (run.base.num_codebooks, run.base.delays, run.codec.frame_rate) == (8, (0, 0, 1, 1, 2, 2, 3, 3), 25.0)
+    run_recipe(recipe, "specialists", progress=False)
+    api = UniMoEAudio.from_pretrained(tmp_path / "run" / "specialists" / "speech-en" / "model")
+    request = api.request("tts", "the cat sat", "en", api.speakers[0])
+    [wave] = api.generate([request], GenerationConfig(max_frames=10, min_frames=10, seed=0))
+    assert len(wave) == (2 * 10 - 1) * 320  # ten steps of two 20 ms frames
+    with pytest.raises(UniMoEError, match="corpus.frames_per_step must be at least 1"):
+        recipe_from_dict({**stacked, "corpus": {"path": str(tmp_path / "c"), "frames_per_step": 0}})

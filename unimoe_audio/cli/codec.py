@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     t.add_argument("--codebook-size", type=int, default=SpectralCodecConfig.codebook_size)
     t.add_argument("--quantizer", choices=QUANTIZERS, default="residual",
                    help="residual codebooks, or one codebook per band of mel bins (more predictable codes)")
+    t.add_argument("--frames-per-step", type=int, default=1,
+                   help="mel frames stacked into one code step (50/N steps per second; a model predicts N frames at once)")
     t.add_argument("--max-minutes", type=float, default=60.0, help="use at most this much audio")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=train)
@@ -65,7 +67,7 @@ def audio_files(source: Path) -> list[Path]:
 
 def train(args) -> int:
     config = SpectralCodecConfig(num_codebooks=args.codebooks, codebook_size=args.codebook_size, seed=args.seed,
-                                 quantizer=args.quantizer)
+                                 quantizer=args.quantizer, frames_per_step=args.frames_per_step)
     codec = SpectralCodec.train_on_files(audio_files(args.audio), config, args.max_minutes)
     codec.save_pretrained(args.out)
     print(f"codec saved to {args.out}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from unimoe_audio.codec.delay import DelayPattern
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import read_config
 
@@ -32,6 +33,14 @@ class Codec(ABC):
         super().__init_subclass__(**kwargs)
         if getattr(cls, "codec_type", None):
             CODEC_TYPES[cls.codec_type] = cls
+
+    @property
+    def delays(self) -> tuple[int, ...]:
+        """The delay pattern a model of these codes uses: the paper's [0, 8, ..., 18] for 12
+        codebooks, else codebook k delayed by k steps."""
+        if self.num_codebooks == 12:
+            return DelayPattern.paper(self.codebook_size).delays
+        return DelayPattern.uniform(self.num_codebooks, self.codebook_size).delays
 
     @abstractmethod
     def encode(self, wave, sample_rate: int) -> torch.Tensor: ...

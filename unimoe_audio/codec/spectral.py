@@ -8,6 +8,11 @@ depends on another's rounding, so every codebook is a coarse, predictable descri
 band). Encoding is the same greedy loop for both (a band code's zeros leave the other bins'
 distances equal). Decoding sums the code vectors, maps mel back to a linear magnitude
 spectrogram and recovers phase with fast (momentum) Griffin-Lim.
+
+`frames_per_step` r > 1 stacks r consecutive mel frames into one code step (Tacotron's reduction
+factor for codec tokens): a step holds K·r codes, codebook k of frame j at index k·r + j, at
+50 / r steps per second, so a model predicts r frames at once and has less to copy from the step
+before; the mel resolution, and so the round trip, stays that of 50 frames/s.
 """
 
 from __future__ import annotations
@@ -44,10 +49,13 @@ class SpectralCodecConfig:
     kmeans_iters: int = 12
     seed: int = 0
     quantizer: str = "residual"  # or "bands" (see the module docstring)
+    frames_per_step: int = 1  # mel frames stacked into one code step (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.num_codebooks < 1 or self.codebook_size < 2:
             raise UniMoEError("SpectralCodecConfig needs num_codebooks >= 1 and codebook_size >= 2")
+        if self.frames_per_step < 1:
+            raise UniMoEError(f"frames_per_step must be at least 1, got {self.frames_per_step}")
         if self.hop_length <= 0 or self.n_fft < self.hop_length:
             raise UniMoEError("SpectralCodecConfig needs 0 < hop_length <= n_fft")
         if self.quantizer not in QUANTIZERS:
@@ -63,8 +71,8 @@ class SpectralCodec(Codec):
     def __init__(self, config: SpectralCodecConfig, mean: torch.Tensor, std: torch.Tensor, codebooks: torch.Tensor):
         self.config = config
         self.sample_rate = config.sample_rate
-        self.frame_rate = config.sample_rate / config.hop_length
-        self.num_codebooks = config.num_codebooks
+        self.frame_rate = config.sample_rate / config.hop_length / config.frames_per_step
+        self.num_codebooks = config.num_codebooks * config.frames_per_step
         self.codebook_size = config.codebook_size
         self.mean, self.std = mean.float(), std.float()  # [M]
         self.codebooks = codebooks.float()  # [K, C, M]
@@ -80,9 +88,18 @@ class SpectralCodec(Codec):
         return (log_mel(x, self.config, self.mel_basis, self.window) - self.mean) / self.std
 
     # -- codec ------------------------------------------------------------------------------
+    @property
+    def delays(self) -> tuple[int, ...]:
+        if self.config.frames_per_step == 1:
+            return super().delays
+        return tuple(k for k in range(self.config.num_codebooks) for _ in range(self.config.frames_per_step))
+
     @torch.no_grad()
     def encode(self, wave, sample_rate: int) -> torch.Tensor:
         residual = self.features(wave, sample_rate)  # [B, T, M]
+        r = self.config.frames_per_step
+        short = -residual.shape[1] % r  # the last step is completed with copies of the last frame
+        residual = torch.cat([residual, residual[:, -1:].expand(-1, short, -1)], dim=1)
         b, t, m = residual.shape
         residual = residual.reshape(-1, m)
         codes = []
@@ -90,14 +107,18 @@ class SpectralCodec(Codec):
             idx = nearest(residual, book)
             residual = residual - book[idx]
             codes.append(idx)
-        return torch.stack(codes, dim=0).reshape(self.num_codebooks, b, t).permute(1, 0, 2).contiguous()
+        codes = torch.stack(codes, dim=0).reshape(self.config.num_codebooks, b, t // r, r)  # [K, B, steps, r]
+        return codes.permute(1, 0, 3, 2).reshape(b, self.num_codebooks, t // r).contiguous()
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        codes = self.check_codes(codes)  # [B, K, T]
+        codes = self.check_codes(codes)  # [B, K·r, steps]
+        b, _, steps = codes.shape
+        k, r = self.config.num_codebooks, self.config.frames_per_step
+        codes = codes.reshape(b, k, r, steps).transpose(2, 3).reshape(b, k, steps * r)  # [B, K, T] mel frames
         if codes.shape[-1] < 2:  # T frames span (T - 1) hops
             return torch.zeros(codes.shape[0], 0)
-        feats = sum(self.codebooks[k][codes[:, k]] for k in range(self.num_codebooks))  # [B, T, M]
+        feats = sum(self.codebooks[i][codes[:, i]] for i in range(k))  # [B, T, M]
         mel = torch.exp(feats * self.std + self.mean) - LOG_FLOOR
         mag = (self.mel_inverse @ mel.clamp_min(0).transpose(1, 2)).clamp_min(0)  # [B, F, T]
         t = mag.shape[-1]

@@ -31,7 +31,7 @@ from unimoe_audio.video import read_video
 MODEL_TYPE = "unimoe-audio"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights"  # models that ship inside the package, by name
 DEFAULT_MODEL = "pretrained"
-FRAMES_PER_WORD = 25  # generous upper bound on speech length: 0.5 s per word / 3 Mandarin characters
+SECONDS_PER_WORD = 0.5  # generous upper bound on speech length: per word / 3 Mandarin characters
 
 
 def model_directory(model: str | Path) -> Path:
@@ -270,7 +270,7 @@ class UniMoEAudio:
     def speech_budget(self, text: str, language: str) -> int:
         """Maximum frames for speaking `text`."""
         units = len(text) / 3 if language == "zh" else len(text.split())
-        return int(min(self.model.config.max_positions // 2, FRAMES_PER_WORD * (units + 2)))
+        return int(min(self.model.config.max_positions // 2, SECONDS_PER_WORD * self.codec.frame_rate * (units + 2)))
 
     def stream(self, request: Request, config: GenerationConfig | None = None, chunk_frames: int = 25,
                context_frames: int = 8) -> Iterator[np.ndarray]:

@@ -49,7 +49,8 @@ DENSE = ("backbone", "specialists", "naive-joint", "dense-balanced")  # stages a
 MODEL_DETERMINED = {
     "num_codebooks": "the codec (its number of codebooks)",
     "codebook_size": "the codec (its codebook size)",
-    "delays": "the codec (the paper's [0, 8, ..., 18] for 12 codebooks, else 0, 1, ..., K-1)",
+    "delays": "the codec (Codec.delays: the paper's [0, 8, ..., 18] for 12 codebooks, else 0, 1, ..., K-1; "
+              "a codec with several frames per step delays the codes of one band alike)",
     "text_vocab_size": "the text front-end fitted on the corpus",
     "ffn": "each stage (specialists and dense baselines are dense, the others DCMoE)",
     "moe": "the top-level `moe:` section (the DCMoE is cut from the specialists' FFNs)",
@@ -153,12 +154,15 @@ class CorpusConfig:
     codebook_size: int = 256
     codec_minutes: float = 10.0
     quantizer: str = "residual"  # or "bands" (codec/spectral.py); like codebooks, used only when training the codec
+    frames_per_step: int = 1  # mel frames per code step (codec/spectral.py); likewise
 
     def __post_init__(self) -> None:
         if self.quantizer not in QUANTIZERS:
             raise _bad(f"corpus.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.codebooks <= 0 or self.codebook_size <= 1:
             raise _bad("corpus.codebooks must be positive and corpus.codebook_size at least 2")
+        if self.frames_per_step < 1:
+            raise _bad(f"corpus.frames_per_step must be at least 1, got {self.frames_per_step}")
         if self.codec_minutes <= 0:
             raise _bad(f"corpus.codec_minutes must be positive, got {self.codec_minutes}")
 

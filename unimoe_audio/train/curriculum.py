@@ -90,7 +90,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
         if not (c.codec_dir / "config.json").is_file():
             files = [corpus / e["audio"] for e in manifests["train"]]
             config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed,
-                                         quantizer=c.quantizer)
+                                         quantizer=c.quantizer, frames_per_step=c.frames_per_step)
             SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
         note_codec(codec, c)
@@ -104,7 +104,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     tokens = corpus / "tokens"
     train_set = TokenDataset(tokens, "train")
     base = recipe.specialist_config(text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
-                                    delays=UniMoEAudioConfig().delays if k == 12 else tuple(range(k)),
+                                    delays=codec.delays,
                                     vision=VisionConfig() if "v2m" in train_set.groups else None)
     collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size), base.vision),
                                base.cond_dropout, recipe.max_music_frames, base.audio_noise)
@@ -117,11 +117,12 @@ def note_codec(codec: Codec, c: CorpusConfig) -> None:
     as if it had been applied)."""
     if c.codec is not None or not isinstance(codec, SpectralCodec):
         return
-    have = (codec.num_codebooks, codec.codebook_size, codec.config.quantizer)
-    want = (c.codebooks, c.codebook_size, c.quantizer)
+    have = (codec.config.num_codebooks, codec.codebook_size, codec.config.quantizer, codec.config.frames_per_step)
+    want = (c.codebooks, c.codebook_size, c.quantizer, c.frames_per_step)
     if have != want:
-        print(f"note: using the codec at {c.codec_dir} ({have[0]} {have[2]} codebooks of {have[1]}); the recipe's "
-              f"{want[0]} {want[2]} codebooks of {want[1]} apply only to a corpus without a codec (use another "
+        print(f"note: using the codec at {c.codec_dir} ({have[0]} {have[2]} codebooks of {have[1]}, {have[3]} frames per "
+              f"step); the recipe's {want[0]} {want[2]} codebooks of {want[1]}, {want[3]} frames per step, apply only to a "
+              f"corpus without a codec (use another "
               f"corpus.path, or delete {c.codec_dir} and {Path(c.path) / 'tokens'})", file=sys.stderr)
 
 
