@@ -10,6 +10,9 @@ validation loss (the quality proxy) and guided generation speed. Part 3 (a train
 `--speech-model`): end-to-end text-to-speech of 5 s in a built-in English voice with guidance
 (text front-end, prefill, decoding, codec decoding to a waveform), with the DCMoE's decode path
 running only the experts the tokens selected against running all of them (the earlier path).
+Part 4 (random weights; the shipped recipe's dense shape, 6 layers × 256, FFN 1024, with an
+8 × 256 band codec): 5 s of audio with guidance end to end (decoding steps and Griffin-Lim) when
+the codec stacks 1, 2 or 4 frames per step (`frames_per_step`), against 1 frame per step.
 """
 
 from __future__ import annotations
@@ -154,6 +157,40 @@ def part_three(model_dir: Path, seconds: float = 5.0) -> None:
               f"{reference / total:.2f}x |")
 
 
+def part_four(seconds: float = 5.0) -> None:
+    frontend = TextFrontend(list("abcdefghijklmnopqrstuvwxyz ,."), ["en_a"])
+    request = Request(task="t2m", caption="a fiddle tune on violin at 120 bpm in d major")
+    print(f"\nFrames per code step: {seconds:g} s of audio with guidance 3, random weights (6 layers × 256, FFN 1024; "
+          "8 × 256 band codec), best of 3:\n")
+    print("| frames per step | codebooks per step | decoding steps | generation | codec decoding | end to end | real time × | vs 1 frame per step |")
+    print("|---|---|---|---|---|---|---|---|")
+    reference = None
+    for n in (1, 2, 4):
+        codec = SpectralCodec(SpectralCodecConfig(num_codebooks=8, codebook_size=256, quantizer="bands", frames_per_step=n),
+                              torch.zeros(128), torch.ones(128), torch.randn(8, 256, 128) * 0.1)
+        torch.manual_seed(0)
+        model = UniMoEAudioModel(UniMoEAudioConfig.preset("small", text_vocab_size=len(frontend), ffn="dense",
+                                                          intermediate_size=1024, num_codebooks=codec.num_codebooks,
+                                                          codebook_size=256, delays=codec.delays)).eval()
+        api = UniMoEAudio(model, frontend, codec)
+        steps = round(seconds * codec.frame_rate)
+        config = GenerationConfig(max_frames=steps, min_frames=steps, seed=0, guidance_scale=3.0)
+        api.generator.run([request], replace(config, max_frames=5, min_frames=5))  # warm-up
+        best = None
+        for _ in range(3):
+            start = time.perf_counter()
+            codes = api.generator.run([request], config)
+            generated = time.perf_counter()
+            wave = api.decode_all(codes)[0]
+            end = time.perf_counter()
+            if best is None or end - start < best[0]:
+                best = (end - start, generated - start, end - generated, len(wave) / api.sample_rate)
+        total, generating, decoding, audio = best
+        reference = reference or total
+        print(f"| {n} | {codec.num_codebooks} | {steps} | {generating:.2f} s | {decoding * 1e3:.0f} ms | {total:.2f} s | "
+              f"{audio / total:.1f} | {reference / total:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, default=DEFAULT if DEFAULT.is_dir() else None)
@@ -169,6 +206,7 @@ def main() -> None:
         print("\n(no trained model: run `unimoe-audio quickstart` or pass --model for the Top-P table)")
     if args.speech_model is not None:
         part_three(args.speech_model)
+    part_four()
 
 
 if __name__ == "__main__":
