@@ -122,6 +122,21 @@ def part_two(model_dir: Path, frames: int) -> None:
         print(f"| {top_p}{' (trained)' if top_p == base else ''} | {experts:.2f} | {loss:.3f} | {speed:.1f} | {speed / reference:.2f}x |")
 
 
+def best_of_three(api: UniMoEAudio, make_request, config: GenerationConfig) -> tuple[float, float, float, float]:
+    """The fastest of 3 end-to-end runs (`make_request()`, generation, codec decoding) -> (total,
+    generating, decoding seconds, seconds of audio made)."""
+    best = None
+    for _ in range(3):
+        start = time.perf_counter()
+        codes = api.generator.run([make_request()], config)
+        generated = time.perf_counter()
+        wave = api.decode_all(codes)[0]
+        end = time.perf_counter()
+        if best is None or end - start < best[0]:
+            best = (end - start, generated - start, end - generated, len(wave) / api.sample_rate)
+    return best
+
+
 def part_three(model_dir: Path, seconds: float = 5.0) -> None:
     api = UniMoEAudio.from_pretrained(model_dir)
     speaker = next(s for s in api.speakers if "en" in api.frontend.speaker_languages.get(s, ["en"]))
@@ -140,18 +155,8 @@ def part_three(model_dir: Path, seconds: float = 5.0) -> None:
     used, reference = dispatch.used_experts, None
     for label, path in (("all experts (before)", every_expert), ("experts some token selected", used)):
         dispatch.used_experts = path
-        best = None
-        for _ in range(3):
-            start = time.perf_counter()
-            request = api.request("tts", text, "en", speaker)
-            codes = api.generator.run([request], config)
-            generated = time.perf_counter()
-            wave = api.decode_all(codes)[0]
-            end = time.perf_counter()
-            if best is None or end - start < best[0]:
-                best = (end - start, generated - start, end - generated, len(wave) / api.sample_rate)
+        total, generating, decoding, audio = best_of_three(api, lambda: api.request("tts", text, "en", speaker), config)
         dispatch.used_experts = used
-        total, generating, decoding, audio = best
         reference = reference or total
         print(f"| {label} | {frames / generating:.0f} | {decoding * 1e3:.0f} ms | {total:.2f} s | {audio / total:.2f} | "
               f"{reference / total:.2f}x |")
@@ -176,16 +181,7 @@ def part_four(seconds: float = 5.0) -> None:
         steps = round(seconds * codec.frame_rate)
         config = GenerationConfig(max_frames=steps, min_frames=steps, seed=0, guidance_scale=3.0)
         api.generator.run([request], replace(config, max_frames=5, min_frames=5))  # warm-up
-        best = None
-        for _ in range(3):
-            start = time.perf_counter()
-            codes = api.generator.run([request], config)
-            generated = time.perf_counter()
-            wave = api.decode_all(codes)[0]
-            end = time.perf_counter()
-            if best is None or end - start < best[0]:
-                best = (end - start, generated - start, end - generated, len(wave) / api.sample_rate)
-        total, generating, decoding, audio = best
+        total, generating, decoding, audio = best_of_three(api, lambda: request, config)
         reference = reference or total
         print(f"| {n} | {codec.num_codebooks} | {steps} | {generating:.2f} s | {decoding * 1e3:.0f} ms | {total:.2f} s | "
               f"{audio / total:.1f} | {reference / total:.2f}x |")
