@@ -157,6 +157,8 @@ def test_band_codec_round_trip_saves_loads_and_sounds_like_the_input(band_codec,
     band_codec.save_pretrained(tmp_path / "bands")
     loaded = load_codec(tmp_path / "bands")
     assert loaded.config.quantizer == "bands" and torch.equal(loaded.encode(wave, rate), codes)
+    stacked = SpectralCodec(replace(loaded.config, frames_per_step=2), loaded.mean, loaded.std, loaded.codebooks)
+    assert loaded.delays == (0,) * 4 and stacked.delays == (0,) * 8  # bands do not wait for one another
     out = loaded.decode(codes)[0].numpy()
     noise = np.random.default_rng(0).normal(0, wave.std(), len(out)).astype(np.float32)
     assert (multi_resolution_stft_distance(wave[: len(out)], out, 16_000)

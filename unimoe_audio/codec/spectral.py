@@ -90,9 +90,16 @@ class SpectralCodec(Codec):
     # -- codec ------------------------------------------------------------------------------
     @property
     def delays(self) -> tuple[int, ...]:
-        if self.config.frames_per_step == 1:
+        """Residual codes refine one another, so level k waits k steps for the coarser ones (each
+        level's N stacked codes alike). Band codes do not depend on one another: all at delay 0,
+        so one step's reading of the text serves every code of the frames it predicts
+        (docs/pretrained.md, session 8: the text is worth 4-6x more to the model)."""
+        c = self.config
+        if c.quantizer == "bands":
+            return (0,) * self.num_codebooks
+        if c.frames_per_step == 1:
             return super().delays
-        return tuple(k for k in range(self.config.num_codebooks) for _ in range(self.config.frames_per_step))
+        return tuple(k for k in range(c.num_codebooks) for _ in range(c.frames_per_step))
 
     @torch.no_grad()
     def encode(self, wave, sample_rate: int) -> torch.Tensor:

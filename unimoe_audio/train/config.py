@@ -49,8 +49,8 @@ DENSE = ("backbone", "specialists", "naive-joint", "dense-balanced")  # stages a
 MODEL_DETERMINED = {
     "num_codebooks": "the codec (its number of codebooks)",
     "codebook_size": "the codec (its codebook size)",
-    "delays": "the codec (Codec.delays: the paper's [0, 8, ..., 18] for 12 codebooks, else 0, 1, ..., K-1; "
-              "a codec with several frames per step delays the codes of one band alike)",
+    "delays": "the codec (Codec.delays: the paper's [0, 8, ..., 18] for 12 codebooks, else 0, 1, ..., K-1, "
+              "each level's stacked codes alike; a band codec's codes all 0)",
     "text_vocab_size": "the text front-end fitted on the corpus",
     "ffn": "each stage (specialists and dense baselines are dense, the others DCMoE)",
     "moe": "the top-level `moe:` section (the DCMoE is cut from the specialists' FFNs)",
