@@ -13,7 +13,8 @@ import yaml
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.train.config import StageConfig, recipe_from_dict
-from unimoe_audio.train.curriculum import fresh, moe_config, prepare, run_recipe
+from unimoe_audio.codec import load_codec
+from unimoe_audio.train.curriculum import fresh, moe_config, prepare, run_delays, run_recipe
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, read_metrics
 from unimoe_audio.train.upcycle import freeze_for_warmup, upcycle, warmup_parameters
@@ -317,6 +318,16 @@ def test_a_recipe_whose_codec_settings_differ_from_the_corpus_codec_says_which_i
     assert "using the codec at" in capsys.readouterr().err
     with pytest.raises(UniMoEError, match="corpus.quantizer must be one of"):
         recipe_from_dict({**bands, "corpus": {"path": str(tmp_path / "c"), "quantizer": "vq"}})
+
+
+def test_a_run_keeps_the_delay_pattern_its_stages_were_trained_with(corpus, tmp_path):
+    """A new run takes the codec's pattern; once a stage has started, its recorded pattern holds,
+    so a run begun before band codecs moved to delay 0 is not resumed in another layout."""
+    codec = load_codec(corpus / "codec")
+    assert run_delays(tmp_path / "run", codec) == codec.delays
+    (tmp_path / "run" / "backbone").mkdir(parents=True)
+    (tmp_path / "run" / "backbone" / "stage.json").write_text(json.dumps({"model": {"delays": [3, 2, 1, 0]}}))
+    assert codec.delays != (3, 2, 1, 0) and run_delays(tmp_path / "run", codec) == (3, 2, 1, 0)
 
 
 def test_a_codec_with_two_frames_per_step_trains_and_speaks_at_25_steps_per_second(corpus, tmp_path):

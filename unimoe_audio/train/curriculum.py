@@ -104,11 +104,19 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     tokens = corpus / "tokens"
     train_set = TokenDataset(tokens, "train")
     base = recipe.specialist_config(text_vocab_size=len(frontend), num_codebooks=k, codebook_size=codec.codebook_size,
-                                    delays=codec.delays,
+                                    delays=run_delays(out, codec),
                                     vision=VisionConfig() if "v2m" in train_set.groups else None)
     collate = SequenceCollator(FrontendPrompts(frontend, DelayPattern(base.delays, base.codebook_size), base.vision),
                                base.cond_dropout, recipe.max_music_frames, base.audio_noise)
     return Run(recipe, out, codec, frontend, base, train_set, TokenDataset(tokens, "validation"), collate, dist, progress)
+
+
+def run_delays(out: Path, codec: Codec) -> tuple[int, ...]:
+    """The delay pattern of the run in `out`: the one its stages have been trained with (a run
+    started before band codecs moved to delay 0 keeps its own), else the codec's."""
+    for path in sorted(out.glob("**/stage.json")):
+        return tuple(json.loads(path.read_text())["model"]["delays"])
+    return codec.delays
 
 
 def note_codec(codec: Codec, c: CorpusConfig) -> None:
