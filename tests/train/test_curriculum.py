@@ -16,7 +16,7 @@ from unimoe_audio.train.config import StageConfig, recipe_from_dict
 from unimoe_audio.codec import load_codec
 from unimoe_audio.train.curriculum import fresh, moe_config, prepare, run_delays, run_recipe
 from unimoe_audio.train.distributed import DistInfo
-from unimoe_audio.train.trainer import Trainer, read_metrics
+from unimoe_audio.train.trainer import Trainer, read_metrics, reversed_words
 from unimoe_audio.train.upcycle import freeze_for_warmup, upcycle, warmup_parameters
 
 from .processes import killed_at
@@ -89,7 +89,8 @@ def _trainer(run, out, steps=4):
 
 
 def test_validation_reports_what_the_condition_is_worth(corpus, tmp_path):
-    """cond_gain/<group>: the unconditional form's loss minus the conditional one, on the same items."""
+    """cond_gain/<group>: the unconditional form's loss minus the conditional one, on the same items;
+    read_gain/<group> (speech): the loss with the text's words reversed minus the loss."""
     run = prepare(recipe_from_dict(recipe_dict(corpus, tmp_path / "run")), DistInfo(), progress=False)
     trainer = _trainer(run, tmp_path / "a")
     metrics = trainer.evaluate()
@@ -100,6 +101,15 @@ def test_validation_reports_what_the_condition_is_worth(corpus, tmp_path):
             uncond = trainer.model(**run.collate(examples, conditional=False)).example_losses.mean()
         assert metrics[f"eval/{g}"] == pytest.approx(float(cond), abs=1e-4)
         assert metrics[f"cond_gain/{g}"] == pytest.approx(float(uncond - cond), abs=1e-4)
+        if g.startswith("speech"):
+            turned = [reversed_words(e) for e in examples]
+            assert turned[0].meta["text"] != examples[0].meta["text"]
+            assert sorted(turned[0].meta["text"]) == sorted(examples[0].meta["text"])  # the same symbols
+            with torch.no_grad():
+                wrong = trainer.model(**run.collate(turned)).example_losses.mean()
+            assert metrics[f"read_gain/{g}"] == pytest.approx(float(wrong - cond), abs=1e-4)
+        else:
+            assert f"read_gain/{g}" not in metrics
 
 
 def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(corpus, tmp_path):

@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from unimoe_audio.data import MixtureSampler, TokenDataset
+from unimoe_audio.data import Example, MixtureSampler, TokenDataset
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, save_figure, write_json
 from unimoe_audio.model.alignment import alignment, diagonal_mass, guided_attention_loss
@@ -80,6 +81,17 @@ def subset_indices(groups: Sequence[str], fraction: float, seed: int) -> set[int
         n = max(1, round(len(items) * fraction))
         keep.update(int(i) for i in rng.choice(items, n, replace=False))
     return keep
+
+
+def reversed_words(ex: Example) -> Example:
+    """`ex` with its target text's words in reverse order (its characters, for a text of one word
+    such as Mandarin): the same symbols and length, saying something else. Items without a text
+    are returned as they are."""
+    text = ex.meta.get("text") or ""
+    if not text:
+        return ex
+    words = text.split()
+    return replace(ex, meta={**ex.meta, "text": " ".join(reversed(words)) if len(words) > 1 else text[::-1]})
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -280,7 +292,10 @@ class Trainer:
         (model/alignment.py). `cond_gain/<group>` is what the condition is worth: the loss of the
         same items in the unconditional form (no target text, caption or video) minus their loss,
         in nats per frame summed over codebooks. A model that continues the audio it is fed and
-        ignores the text scores near 0 however low its loss. The first speech item's attention map
+        ignores the text scores near 0 however low its loss. Part of that can be the text's length
+        alone (where the speech ends); `read_gain/<group>` (speech groups) is what its words are worth:
+        the loss with the target text's words in reverse order (`reversed_words`: the same symbols and
+        length) minus the loss. The first speech item's attention map
         is kept under attention/ for the picture drawn at the end.
 
         The same fixed items every time: the first eval_batches × batch items of each group. Under FSDP
@@ -294,7 +309,7 @@ class Trainer:
         n = c.eval_batches * self.micro_batch * self.dist.world_size
         # Per group: summed example loss (and unconditional loss), items, summed alignment score, speech items;
         # codebook losses item-weighted.
-        sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech", "uncond")}
+        sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech", "uncond", "reversed")}
         sums.update({f"codebook/{i}": 0.0 for i in range(self.model.config.num_codebooks)})
         snapshot = None
         for g in groups:
@@ -309,10 +324,13 @@ class Trainer:
                 with self._autocast():
                     out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
                     uncond = self.model(**self._to_device(self.collate(examples, conditional=False)), aux_weight=0.0)
+                    reversed_text = self.model(**self._to_device(self.collate([reversed_words(e) for e in examples])),
+                                               aux_weight=0.0)
                 if not chosen:
                     continue
                 sums[f"loss/{g}"] += float(out.example_losses.float().sum())
                 sums[f"uncond/{g}"] += float(uncond.example_losses.float().sum())
+                sums[f"reversed/{g}"] += float(reversed_text.example_losses.float().sum())
                 sums[f"items/{g}"] += len(examples)
                 for i, v in enumerate(out.codebook_losses.float().tolist()):
                     sums[f"codebook/{i}"] += v * len(examples)
@@ -330,6 +348,8 @@ class Trainer:
             result["eval/loss"] = sum(result.values()) / len(result)
         result.update({f"cond_gain/{g}": (sums[f"uncond/{g}"] - sums[f"loss/{g}"]) / sums[f"items/{g}"]
                        for g in groups if sums[f"items/{g}"]})
+        result.update({f"read_gain/{g}": (sums[f"reversed/{g}"] - sums[f"loss/{g}"]) / sums[f"items/{g}"]
+                       for g in groups if sums[f"items/{g}"] and g.startswith("speech")})
         result.update({f"align/{g}": sums[f"align/{g}"] / sums[f"speech/{g}"] for g in groups if sums[f"speech/{g}"]})
         if result:
             result.update({f"val_codebook/{i}": sums[f"codebook/{i}"] / items
