@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from unimoe_audio.codec import load_codec
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.train.config import StageConfig, recipe_from_dict
-from unimoe_audio.codec import load_codec
 from unimoe_audio.train.curriculum import fresh, moe_config, prepare, run_delays, run_recipe
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, read_metrics, reversed_words

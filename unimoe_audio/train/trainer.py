@@ -307,7 +307,7 @@ class Trainer:
         c = self.config
         groups = sorted(g for g in set(self.val_set.groups) if self.only is None or g in self.only)
         n = c.eval_batches * self.micro_batch * self.dist.world_size
-        # Per group: summed example loss (and unconditional loss), items, summed alignment score, speech items;
+        # Per group: summed example loss (and unconditional, reversed-words loss), items, alignment score, speech items;
         # codebook losses item-weighted.
         sums = {f"{what}/{g}": 0.0 for g in groups for what in ("loss", "items", "align", "speech", "uncond", "reversed")}
         sums.update({f"codebook/{i}": 0.0 for i in range(self.model.config.num_codebooks)})
@@ -325,12 +325,13 @@ class Trainer:
                     out = self.model(**batch, aux_weight=0.0, attention_layer=c.align_layer)
                     uncond = self.model(**self._to_device(self.collate(examples, conditional=False)), aux_weight=0.0)
                     reversed_text = self.model(**self._to_device(self.collate([reversed_words(e) for e in examples])),
-                                               aux_weight=0.0)
+                                               aux_weight=0.0) if g.startswith("speech") else None
                 if not chosen:
                     continue
                 sums[f"loss/{g}"] += float(out.example_losses.float().sum())
                 sums[f"uncond/{g}"] += float(uncond.example_losses.float().sum())
-                sums[f"reversed/{g}"] += float(reversed_text.example_losses.float().sum())
+                if reversed_text is not None:
+                    sums[f"reversed/{g}"] += float(reversed_text.example_losses.float().sum())
                 sums[f"items/{g}"] += len(examples)
                 for i, v in enumerate(out.codebook_losses.float().tolist()):
                     sums[f"codebook/{i}"] += v * len(examples)
