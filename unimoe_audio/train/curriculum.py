@@ -114,9 +114,8 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
 def run_delays(out: Path, codec: Codec) -> tuple[int, ...]:
     """The delay pattern of the run in `out`: the one its stages have been trained with (a run
     started before band codecs moved to delay 0 keeps its own), else the codec's."""
-    for path in sorted(out.glob("**/stage.json")):
-        return tuple(json.loads(path.read_text())["model"]["delays"])
-    return codec.delays
+    stages = sorted([*out.glob("*/stage.json"), *out.glob("*/*/stage.json")])  # stages, specialists, baselines
+    return tuple(json.loads(stages[0].read_text())["model"]["delays"]) if stages else codec.delays
 
 
 def note_codec(codec: Codec, c: CorpusConfig) -> None:

@@ -350,7 +350,7 @@ class Trainer:
         result.update({f"cond_gain/{g}": (sums[f"uncond/{g}"] - sums[f"loss/{g}"]) / sums[f"items/{g}"]
                        for g in groups if sums[f"items/{g}"]})
         result.update({f"read_gain/{g}": (sums[f"reversed/{g}"] - sums[f"loss/{g}"]) / sums[f"items/{g}"]
-                       for g in groups if sums[f"items/{g}"] and g.startswith("speech")})
+                       for g in groups if sums[f"speech/{g}"]})
         result.update({f"align/{g}": sums[f"align/{g}"] / sums[f"speech/{g}"] for g in groups if sums[f"speech/{g}"]})
         if result:
             result.update({f"val_codebook/{i}": sums[f"codebook/{i}"] / items
