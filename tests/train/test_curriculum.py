@@ -151,7 +151,8 @@ def test_two_gloo_processes_match_one_process(corpus, tmp_path):
 
 def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tmp_path):
     """With a backbone stage every specialist starts from the backbone's weights (not from scratch),
-    the guided alignment is logged, and eval-checkpoints scores each kept checkpoint with the judges."""
+    the guided alignment is logged, and eval-checkpoints scores each kept checkpoint with the judges,
+    free-running and teacher-forced."""
     from unimoe_audio.workflows.checkpoints import judge_checkpoints
     from unimoe_audio.model import load_model
 
@@ -174,6 +175,7 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
     judged = judge_checkpoints(out / "backbone", per_task=1, progress=False)
     assert [r["step"] for r in judged] == [1, 2, 3]
     assert all(r["English WER"] is not None and r["Mandarin CER"] is None for r in judged)
+    assert all(r["English WER (teacher-forced)"] is not None and r["Mandarin CER (teacher-forced)"] is None for r in judged)
     assert (out / "backbone" / "judged.png").stat().st_size > 0
     assert judge_checkpoints(out / "backbone", per_task=1, progress=False) == judged  # nothing judged twice
     with pytest.raises(UniMoEError, match="no backbone stage"):

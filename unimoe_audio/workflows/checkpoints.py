@@ -4,9 +4,11 @@ Validation loss says how well a model predicts codes; only the judges say whethe
 Every kept checkpoint of a stage (`<run>/<stage>/checkpoints/step-N.pt`, or FSDP's shards
 `step-N.dcp/`, read in this one process) is exported as a model directory
 (`<stage>/exports/step-N/`) and evaluated on the same few validation items of the stage's task
-groups with `evaluate` (Whisper-base WER/CER, speaker similarity, music adherence); the scores go
-to `<stage>/judged.jsonl` and `<stage>/judged.png`. Finished checkpoints are not judged again, so
-the command can run while training goes on.
+groups with `evaluate` (Whisper-base WER/CER, speaker similarity, music adherence), and its speech
+teacher-forced on as many items of the same split (`eval/teacher_forced.py`: the sentences said
+from the recording's true past, which tells not knowing a sentence's sound from drifting on its
+own output); the scores go to `<stage>/judged.jsonl` and `<stage>/judged.png`. Finished
+checkpoints are not judged again, so the command can run while training goes on.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import torch
 from tqdm import tqdm
 
 from unimoe_audio.codec import load_codec
+from unimoe_audio.data import TokenDataset
 from unimoe_audio.errors import UniMoEError
+from unimoe_audio.eval.judges import WhisperJudge
 from unimoe_audio.eval.suite import evaluate
+from unimoe_audio.eval.teacher_forced import teacher_forced_scores
 from unimoe_audio.io import atomic_path, save_figure, write_json
-from unimoe_audio.model import TextFrontend, UniMoEAudioConfig, UniMoEAudioModel, save_model
+from unimoe_audio.model import TextFrontend, UniMoEAudio, UniMoEAudioConfig, UniMoEAudioModel, save_model
 from unimoe_audio.train import sharding
 from unimoe_audio.train.config import recipe_from_dict
 from unimoe_audio.train.trainer import list_checkpoints, read_metrics
@@ -31,6 +36,8 @@ from unimoe_audio.train.trainer import list_checkpoints, read_metrics
 SCORES = ((("speech-en", "wer_whisper"), "English WER"), (("speech-zh", "cer_whisper"), "Mandarin CER"),
           (("clone", "similarity"), "clone similarity"), (("music", "generated", "tempo_accuracy"), "tempo accuracy"),
           (("music", "generated", "key_accuracy"), "key accuracy"))
+TEACHER_FORCED = ((("speech-en", "wer_whisper"), "English WER (teacher-forced)"),
+                  (("speech-zh", "cer_whisper"), "Mandarin CER (teacher-forced)"))
 
 
 def _run_dir(stage_dir: Path) -> Path:
@@ -38,6 +45,10 @@ def _run_dir(stage_dir: Path) -> Path:
         if (parent / "recipe.json").is_file():
             return parent
     raise UniMoEError(f"{stage_dir} is not inside a training run (no recipe.json above it)")
+
+
+def _recipe(stage_dir: Path):
+    return recipe_from_dict(json.loads((_run_dir(stage_dir) / "recipe.json").read_text()))
 
 
 def export(checkpoint: Path, stage_dir: Path, out: Path) -> Path:
@@ -48,7 +59,7 @@ def export(checkpoint: Path, stage_dir: Path, out: Path) -> Path:
     info = json.loads((stage_dir / "stage.json").read_text()) if (stage_dir / "stage.json").is_file() else None
     if info is None:
         raise UniMoEError(f"{stage_dir}/stage.json is missing (written when a stage starts training)")
-    recipe = recipe_from_dict(json.loads((run / "recipe.json").read_text()))
+    recipe = _recipe(stage_dir)
     model = UniMoEAudioModel(UniMoEAudioConfig.from_dict(info["model"]))
     try:
         if checkpoint.is_dir():  # FSDP's shards
@@ -73,6 +84,8 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
     if not checkpoints:
         raise UniMoEError(f"no checkpoints in {stage_dir / 'checkpoints'}")
     groups = tuple(json.loads((stage_dir / "stage.json").read_text())["groups"]) if (stage_dir / "stage.json").is_file() else None
+    tokens = TokenDataset(Path(_recipe(stage_dir).corpus.path) / "tokens", split)
+    whisper = None
     log = stage_dir / "judged.jsonl"
     rows = {r["step"]: r for r in read_metrics(log)} if log.is_file() else {}
     with atomic_path(log) as tmp:  # without a line a kill cut short, so new rows append cleanly
@@ -84,7 +97,10 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
         model_dir = export(checkpoint, stage_dir, stage_dir / "exports" / f"step-{step:07d}")
         report = evaluate(model_dir, split, per_task=per_task, seed=seed, groups=groups, progress=False,
                           out=model_dir / f"eval-{split}")
-        rows[step] = {"step": step, **{label: _get(report, path) for path, label in SCORES}}
+        whisper = whisper or WhisperJudge()
+        forced = teacher_forced_scores(UniMoEAudio.from_pretrained(model_dir), tokens, per_task, groups, whisper)
+        rows[step] = {"step": step, **{label: _get(report, path) for path, label in SCORES},
+                      **{label: _get(forced, path) for path, label in TEACHER_FORCED}}
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(rows[step]) + "\n")
     ordered = [rows[s] for s in sorted(rows)]
@@ -105,10 +121,10 @@ def plot_judged(rows: list[dict], png: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for _, label in SCORES:
+    for (_, label), style in [*((score, "-") for score in SCORES), *((score, "--") for score in TEACHER_FORCED)]:
         pts = [(r["step"], r[label]) for r in rows if r.get(label) is not None]
         if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+            ax.plot(*zip(*pts), style, marker="o", ms=3, label=label)
     ax.set(xlabel="optimizer step", ylabel="score", title=f"{title}: the judges on validation items")
     ax.legend(fontsize=8)
     return save_figure(fig, png)
