@@ -84,8 +84,7 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
     if not checkpoints:
         raise UniMoEError(f"no checkpoints in {stage_dir / 'checkpoints'}")
     groups = tuple(json.loads((stage_dir / "stage.json").read_text())["groups"]) if (stage_dir / "stage.json").is_file() else None
-    tokens = TokenDataset(Path(_recipe(stage_dir).corpus.path) / "tokens", split)
-    whisper = None
+    tokens = whisper = None  # opened for the first checkpoint that needs judging
     log = stage_dir / "judged.jsonl"
     rows = {r["step"]: r for r in read_metrics(log)} if log.is_file() else {}
     with atomic_path(log) as tmp:  # without a line a kill cut short, so new rows append cleanly
@@ -97,7 +96,8 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
         model_dir = export(checkpoint, stage_dir, stage_dir / "exports" / f"step-{step:07d}")
         report = evaluate(model_dir, split, per_task=per_task, seed=seed, groups=groups, progress=False,
                           out=model_dir / f"eval-{split}")
-        whisper = whisper or WhisperJudge()
+        if tokens is None:
+            tokens, whisper = TokenDataset(Path(_recipe(stage_dir).corpus.path) / "tokens", split), WhisperJudge()
         forced = teacher_forced_scores(UniMoEAudio.from_pretrained(model_dir), tokens, per_task, groups, whisper)
         rows[step] = {"step": step, **{label: _get(report, path) for path, label in SCORES},
                       **{label: _get(forced, path) for path, label in TEACHER_FORCED}}
