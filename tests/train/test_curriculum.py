@@ -178,6 +178,9 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
     assert all(r["English WER (teacher-forced)"] is not None and r["Mandarin CER (teacher-forced)"] is None for r in judged)
     assert (out / "backbone" / "judged.png").stat().st_size > 0
     assert judge_checkpoints(out / "backbone", per_task=1, progress=False) == judged  # nothing judged twice
+    on_train = judge_checkpoints(out / "backbone", "train", per_task=1, every=3, progress=False)  # a split of its own
+    assert [r["step"] for r in on_train] == [3] and on_train[0]["English WER (teacher-forced)"] is not None
+    assert (out / "backbone" / "judged-train.png").stat().st_size > 0
     with pytest.raises(UniMoEError, match="no backbone stage"):
         run_recipe(recipe_from_dict(recipe_dict(corpus, tmp_path / "other")), "backbone", progress=False)
 

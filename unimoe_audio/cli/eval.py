@@ -6,7 +6,7 @@ from pathlib import Path
 
 from unimoe_audio.errors import UniMoEError
 
-from unimoe_audio.workflows.checkpoints import judge_checkpoints
+from unimoe_audio.workflows.checkpoints import judge_checkpoints, judged_paths
 from unimoe_audio.eval.routing import analyze_routing
 from unimoe_audio.eval.suite import evaluate
 
@@ -51,7 +51,8 @@ def run_checkpoints(args) -> int:
     rows = judge_checkpoints(args.stage_dir, args.split, args.per_task, args.every, args.seed)
     for row in rows:
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if v is not None))
-    print(f"scores: {args.stage_dir}/judged.jsonl, judged.png; models: {args.stage_dir}/exports/")
+    log, png = judged_paths(args.stage_dir, args.split)
+    print(f"scores: {log}, {png}; models: {args.stage_dir}/exports/")
     return 0
 
 

@@ -7,8 +7,9 @@ Every kept checkpoint of a stage (`<run>/<stage>/checkpoints/step-N.pt`, or FSDP
 groups with `evaluate` (Whisper-base WER/CER, speaker similarity, music adherence), and its speech
 teacher-forced on as many items of the same split (`eval/teacher_forced.py`: the sentences said
 from the recording's true past, which tells not knowing a sentence's sound from drifting on its
-own output); the scores go to `<stage>/judged.jsonl` and `<stage>/judged.png`. Finished
-checkpoints are not judged again, so the command can run while training goes on.
+own output); the scores go to `<stage>/judged.jsonl` and `<stage>/judged.png` (another split's
+to `judged-<split>.jsonl` and `.png`). Finished checkpoints are not judged again, so the command
+can run while training goes on.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def export(checkpoint: Path, stage_dir: Path, out: Path) -> Path:
     return out
 
 
+def judged_paths(stage_dir: Path, split: str) -> tuple[Path, Path]:
+    """Where a split's scores go: `judged.jsonl` / `judged.png` for validation, else `judged-<split>.*`."""
+    stem = "judged" if split == "validation" else f"judged-{split}"
+    return stage_dir / f"{stem}.jsonl", stage_dir / f"{stem}.png"
+
+
 def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task: int = 4, every: int = 1,
                       seed: int = 0, progress: bool = True) -> list[dict]:
     """Judge every `every`-th kept checkpoint of a stage (and its final model); returns one row per step."""
@@ -85,7 +92,7 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
         raise UniMoEError(f"no checkpoints in {stage_dir / 'checkpoints'}")
     groups = tuple(json.loads((stage_dir / "stage.json").read_text())["groups"]) if (stage_dir / "stage.json").is_file() else None
     tokens = whisper = None  # opened for the first checkpoint that needs judging
-    log = stage_dir / "judged.jsonl"
+    log, png = judged_paths(stage_dir, split)
     rows = {r["step"]: r for r in read_metrics(log)} if log.is_file() else {}
     with atomic_path(log) as tmp:  # without a line a kill cut short, so new rows append cleanly
         tmp.write_text("".join(json.dumps(rows[s]) + "\n" for s in sorted(rows)), encoding="utf-8")
@@ -104,7 +111,7 @@ def judge_checkpoints(stage_dir: str | Path, split: str = "validation", per_task
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(rows[step]) + "\n")
     ordered = [rows[s] for s in sorted(rows)]
-    plot_judged(ordered, stage_dir / "judged.png", stage_dir.name)
+    plot_judged(ordered, png, f"{stage_dir.name}: the judges on {split} items")
     return ordered
 
 
@@ -125,6 +132,6 @@ def plot_judged(rows: list[dict], png: Path, title: str) -> Path:
         pts = [(r["step"], r[label]) for r in rows if r.get(label) is not None]
         if pts:
             ax.plot(*zip(*pts), style, marker="o", ms=3, label=label)
-    ax.set(xlabel="optimizer step", ylabel="score", title=f"{title}: the judges on validation items")
+    ax.set(xlabel="optimizer step", ylabel="score", title=title)
     ax.legend(fontsize=8)
     return save_figure(fig, png)
