@@ -29,7 +29,6 @@ def teacher_forced_codes(api: UniMoEAudio, example: Example) -> torch.Tensor:
     pattern = api.generator.pattern
     batch = SequenceCollator(api.generator.prompts)([example])
     device = next(api.model.parameters()).device
-    api.model.eval()
     hidden, _, _ = api.model.hidden(batch["tokens"].to(device), batch["audio"].to(device), batch["is_audio"].to(device),
                                     pad_mask=batch["pad_mask"].to(device))
     delayed = pattern.apply(example.codes[None], eos=True)[0]  # [K, S], the sequence's last S positions
