@@ -193,3 +193,25 @@ def test_stacked_frames_are_the_same_codes_two_to_a_step(codec, speech, tmp_path
         stacked.decode(torch.zeros(1, 4, 10, dtype=torch.long))
     with pytest.raises(UniMoEError, match="frames_per_step must be at least 1"):
         SpectralCodecConfig(frames_per_step=0)
+
+
+@pytest.mark.parametrize("frames_per_step", [1, 2])
+def test_the_expected_frames_of_certain_codes_are_those_codes(codec, speech, frames_per_step):
+    """decode_expected sums each codebook's vectors weighted by a distribution: one-hot
+    distributions decode as the codes do (stacked steps too), and moving probability to other
+    codes moves the audio; malformed distributions are refused."""
+    stacked = SpectralCodec(replace(codec.config, frames_per_step=frames_per_step), codec.mean, codec.std,
+                            codec.codebooks)
+    wave, rate = speech[0]
+    codes = stacked.encode(wave, rate)
+    certain = torch.nn.functional.one_hot(codes, 64).float()  # [1, K·r, steps, C]
+    out = stacked.decode(codes)
+    assert torch.allclose(stacked.decode_expected(certain), out, atol=1e-4)
+    shifted = 0.5 * certain + 0.5 * torch.nn.functional.one_hot((codes + 1) % 64, 64).float()
+    moved = stacked.decode_expected(shifted)
+    assert moved.shape == out.shape and (moved - out).abs().max() > 0.01
+    for bad, message in [(certain[:, :-1], "distributions must be"), (certain * 2, "sum to 1"),
+                         (codes, "distributions must be"), (certain.long(), "floating point"),
+                         (certain[:, :, :0], "no frames")]:
+        with pytest.raises(UniMoEError, match=message):
+            stacked.decode_expected(bad)

@@ -1,5 +1,7 @@
 """Generation: delay-pattern rules, seeding, batching, guidance, Top-P override, the API and the CLI."""
 
+from dataclasses import replace
+
 import numpy as np
 import soundfile as sf
 import torch
@@ -27,7 +29,7 @@ def requests(examples):
 def test_delayed_frames_follow_the_pattern(api, examples):
     config = GenerationConfig(max_frames=12, min_frames=5, seed=0)
     frames = eos_at = None
-    for frames, eos_at in api.generator.steps(requests(examples), config):
+    for frames, eos_at, _ in api.generator.steps(requests(examples), config):
         pass
     pattern = api.generator.pattern
     assert ((eos_at >= 5) & (eos_at <= 12)).all()
@@ -186,6 +188,41 @@ def test_streaming_yields_the_whole_clip_in_chunks(api, examples):
     assert len(chunks) >= 3 and sum(len(c) for c in chunks) == len(full)
 
 
+def test_expected_output_is_the_guided_distribution_behind_each_chosen_code(api, examples):
+    """Output "expected": per request the distribution over each code at each aligned frame (the
+    delay pattern undone as for the codes), rows summing to 1; greedy codes are its arg-max, the
+    codes themselves are unchanged, and the audio, stream and batch decode it."""
+    reqs = requests(examples)
+    config = GenerationConfig(max_frames=9, min_frames=4, temperature=0.0, guidance_scale=1.0)
+    codes = api.generator.run(reqs, config)
+    probs = api.generator.run(reqs, replace(config, output="expected"))
+    for c, p in zip(codes, probs):
+        assert p.shape == (*c.shape, C) and p.is_floating_point()
+        assert torch.allclose(p.sum(-1), torch.ones(c.shape)) and torch.equal(p.argmax(-1), c)
+    waves = api.decode_all(probs)
+    assert [len(w) for w in waves] == [len(w) for w in api.decode_all(codes)]
+    assert not np.allclose(waves[0], api.decode_all(codes)[0])  # the mean is not the arg-max
+    music = replace(config, output="expected", max_frames=30, min_frames=30)
+    chunks = list(api.stream(reqs[3], music, chunk_frames=8))
+    full = api.generate([reqs[3]], music)[0]
+    assert len(chunks) >= 3 and sum(len(c) for c in chunks) == len(full)
+    with pytest.raises(UniMoEError, match="output must be one of"):
+        GenerationConfig(output="mean")
+
+
+def test_expected_output_is_refused_for_a_codec_that_decodes_codes_only(frontend, examples, tmp_path):
+    from transformers import DacConfig, DacModel
+
+    from unimoe_audio.codec import DacCodec
+
+    DacModel(DacConfig(encoder_hidden_size=8, downsampling_ratios=[4, 5], decoder_hidden_size=16, n_codebooks=K,
+                       codebook_size=C, codebook_dim=4, hidden_size=16, sampling_rate=16_000)).save_pretrained(tmp_path)
+    dac = DacCodec.from_pretrained(tmp_path)
+    api = UniMoEAudio(UniMoEAudioModel(tiny_config(frontend)), frontend, dac)
+    with pytest.raises(UniMoEError, match="decodes codes only"):
+        api.generate(requests(examples)[:1], GenerationConfig(max_frames=3, output="expected"))
+
+
 def test_each_request_keeps_its_own_length_in_a_shared_batch(api, examples):
     tts, music = requests(examples)[0], requests(examples)[3]
     tts.max_frames, music.max_frames, music.min_frames = 5, 12, 12
@@ -200,7 +237,7 @@ def test_cancelled_requests_leave_the_batch_and_the_others_are_unchanged(api, ex
     reqs = requests(examples)
     expected = api.generator.run(reqs, config)
     cancelled, steps = set(), 0
-    for steps, (frames, eos_at) in enumerate(api.generator.steps(reqs, config, cancelled), start=1):
+    for steps, (frames, eos_at, _) in enumerate(api.generator.steps(reqs, config, cancelled), start=1):
         if steps == 3:
             cancelled.update({0, 2})
     aligned = api.generator.pattern.revert(frames)
@@ -217,7 +254,7 @@ def test_audio_chunks_whole_clip_mode_equals_generate(api, examples):
 
     config = GenerationConfig(max_frames=12, min_frames=12, seed=2)
     audio, waves = AudioChunks(api, chunk_frames=None), []
-    for frames, eos_at in api.generator.steps([requests(examples)[3]], config):
+    for frames, eos_at, _ in api.generator.steps([requests(examples)[3]], config):
         wave = audio.push(frames[0], int(eos_at[0]))
         assert wave is None or audio.finished
         waves += [] if wave is None else [wave]
@@ -232,6 +269,9 @@ def test_generate_cli(api, tmp_path, capsys):
     assert sf.info(out).samplerate == 16_000 and "real-time factor" in capsys.readouterr().out
     assert main(["generate", "--model", str(tmp_path / "model"), "--task", "music", "--caption", "jig",
                  "--duration", "0.3", "-o", str(tmp_path / "music.wav")]) == 0
+    assert main(["generate", "--model", str(tmp_path / "model"), "--task", "music", "--caption", "jig",
+                 "--duration", "0.3", "--expected", "-o", str(tmp_path / "mean.wav")]) == 0
+    assert sf.info(tmp_path / "mean.wav").frames == sf.info(tmp_path / "music.wav").frames
     assert main(["generate", "--model", str(tmp_path / "model"), "--task", "tts", "--text", "Hi.",
                  "--speaker", "nobody", "-o", str(out)]) == 2
     assert "unknown speaker" in capsys.readouterr().err

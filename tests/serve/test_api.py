@@ -65,6 +65,19 @@ def test_a_stream_sends_the_audio_in_order_as_it_is_made(server, api):
     assert data[len(header):] == b"".join(formats.encode(c, 16_000, "pcm") for c in chunks)
 
 
+def test_expected_output_is_served_whole_and_streamed_as_the_python_api_makes_it(server, api):
+    body = {"caption": "a jig on violin", "duration": 1.0, "output": "expected", **GREEDY}
+    whole = server.client.post("/v1/audio/music", json=body)
+    config = replace(api.default_config("t2m", duration=1.0), temperature=0.0, output="expected")
+    expected = api.generate([api.request("t2m", caption="a jig on violin")], config)[0]
+    assert whole.status_code == 200 and whole.content == formats.encode(expected, 16_000, "wav")
+    with server.client.stream("POST", "/v1/audio/music", json={**body, "stream": True}) as r:
+        data = b"".join(r.iter_raw())
+    chunks = api.stream(api.request("t2m", caption="a jig on violin"), config, chunk_frames=25)
+    header = formats.stream_header(16_000, "wav")
+    assert data == header + b"".join(formats.encode(c, 16_000, "pcm") for c in chunks)
+
+
 def test_clone_takes_an_uploaded_voice(server):
     r = server.client.post("/v1/audio/clone", data={"input": "Rice is served.", "prompt_text": "Glue the sheet."},
                            files={"prompt_audio": ("me.wav", prompt_wav(speech_like(1.0)), "audio/wav")})
@@ -106,6 +119,7 @@ def test_metrics_count_requests_batches_and_frames(server):
     ({"input": "  "}, 422, "input", "empty"),
     ({"input": "؟؟"}, 400, "input", "cannot read"),
     ({"temperature": -1}, 422, "temperature", "temperature"),
+    ({"output": "mean"}, 422, "output", "expected"),
 ])
 def test_speech_fields_the_model_cannot_honour_are_named(server, change, status, param, message):
     body = {k: v for k, v in {**SPEECH, **change}.items() if v is not None}

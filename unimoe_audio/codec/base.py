@@ -16,7 +16,9 @@ CODEC_TYPES: dict[str, type["Codec"]] = {}
 
 
 class Codec(ABC):
-    """`encode(wave, sample_rate) -> LongTensor [B, K, T]`, `decode(codes) -> FloatTensor [B, samples]`.
+    """`encode(wave, sample_rate) -> LongTensor [B, K, T]`, `decode(codes) -> FloatTensor [B, samples]`;
+    codecs whose decoder is linear in the code vectors also `decode_expected(probs)`: the
+    expectation of those vectors under a distribution over each code (`decodes_expected`).
 
     `wave` may be [T], [B, T] or [B, C, T], float or integer PCM, at any sample rate: codecs
     downmix and resample (soxr) before encoding. Encoding and decoding are deterministic, and a
@@ -28,6 +30,7 @@ class Codec(ABC):
     frame_rate: float
     num_codebooks: int
     codebook_size: int
+    decodes_expected: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -47,6 +50,27 @@ class Codec(ABC):
 
     @abstractmethod
     def decode(self, codes: torch.Tensor) -> torch.Tensor: ...
+
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """Distributions over each code [B, K, T, codebook_size] -> FloatTensor [B, samples]."""
+        raise UniMoEError(f"the {self.codec_type} codec decodes codes only, not distributions over them")
+
+    def check_probs(self, probs: torch.Tensor) -> torch.Tensor:
+        """Validate distributions [B, K, T, C] (or [K, T, C]) before `decode_expected`."""
+        probs = torch.as_tensor(probs)
+        if probs.dim() == 3:
+            probs = probs[None]
+        if probs.dim() != 4 or probs.shape[1] != self.num_codebooks or probs.shape[-1] != self.codebook_size:
+            raise UniMoEError(f"code distributions must be [B, {self.num_codebooks}, T, {self.codebook_size}], "
+                              f"got {list(probs.shape)}")
+        if not probs.is_floating_point():
+            raise UniMoEError("code distributions must be floating point")
+        if probs.shape[2] == 0:
+            raise UniMoEError("code distributions hold no frames")
+        if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()) \
+                or not torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-3):
+            raise UniMoEError("code distributions must be non-negative and sum to 1 over each code")
+        return probs.float()
 
     @abstractmethod
     def save_pretrained(self, directory: str | Path) -> Path: ...

@@ -61,9 +61,10 @@ class DelayPattern:
     def vocab_size(self) -> int:
         return self.codebook_size + 3
 
-    def _check(self, codes: torch.Tensor, what: str) -> None:
-        if codes.dim() != 3 or codes.shape[1] != self.num_codebooks:
-            raise UniMoEError(f"{what} must be [B, {self.num_codebooks}, T], got {list(codes.shape)}")
+    def _check(self, codes: torch.Tensor, what: str, trailing: bool = False) -> None:
+        if codes.dim() < 3 or not trailing and codes.dim() != 3 or codes.shape[1] != self.num_codebooks:
+            raise UniMoEError(f"{what} must be [B, {self.num_codebooks}, T{', ...' if trailing else ''}], "
+                              f"got {list(codes.shape)}")
 
     def apply(self, codes: torch.Tensor, eos: bool = False) -> torch.Tensor:
         """codes [B, K, T] -> delayed [B, K, T + eos + max_delay].
@@ -86,9 +87,10 @@ class DelayPattern:
         return out
 
     def revert(self, delayed: torch.Tensor) -> torch.Tensor:
-        """delayed [B, K, S] -> aligned [B, K, S - max_delay] (undoes `apply`, EOS column included)."""
-        self._check(delayed, "delayed codes")
-        b, k, s = delayed.shape
+        """delayed [B, K, S, ...] -> aligned [B, K, S - max_delay, ...] (undoes `apply`, EOS column
+        included; anything per step, such as a distribution over the codes, moves with its step)."""
+        self._check(delayed, "delayed codes", trailing=True)
+        s = delayed.shape[2]
         t = s - self.max_delay
         if t < 0:
             raise UniMoEError(f"delayed sequence of {s} steps is shorter than the largest delay {self.max_delay}")

@@ -7,7 +7,9 @@ by bands (codebook k clusters the k-th of K equal runs of mel bins, zero elsewhe
 depends on another's rounding, so every codebook is a coarse, predictable description of its
 band). Encoding is the same greedy loop for both (a band code's zeros leave the other bins'
 distances equal). Decoding sums the code vectors, maps mel back to a linear magnitude
-spectrogram and recovers phase with fast (momentum) Griffin-Lim.
+spectrogram and recovers phase with fast (momentum) Griffin-Lim. Being a sum, it also decodes a
+distribution over each code (`decode_expected`): the expected vectors, a model's mean prediction
+of the mel frame rather than one draw from it (docs/pretrained.md, session 10).
 
 `frames_per_step` r > 1 stacks r consecutive mel frames into one code step (Tacotron's reduction
 factor for codec tokens): a step holds K·r codes, codebook k of frame j at index k·r + j, at
@@ -67,6 +69,7 @@ class SpectralCodecConfig:
 
 class SpectralCodec(Codec):
     codec_type = "spectral-rvq"
+    decodes_expected = True
 
     def __init__(self, config: SpectralCodecConfig, mean: torch.Tensor, std: torch.Tensor, codebooks: torch.Tensor):
         self.config = config
@@ -120,12 +123,24 @@ class SpectralCodec(Codec):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         codes = self.check_codes(codes)  # [B, K·r, steps]
-        b, _, steps = codes.shape
+        codes = self._frames(codes)  # [B, K, T] mel frames
+        return self._wave(sum(self.codebooks[i][codes[:, i]] for i in range(self.config.num_codebooks)))
+
+    @torch.no_grad()
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        probs = self._frames(self.check_probs(probs))  # [B, K, T, C]
+        return self._wave(sum(probs[:, i] @ self.codebooks[i] for i in range(self.config.num_codebooks)))
+
+    def _frames(self, steps: torch.Tensor) -> torch.Tensor:
+        """Per-step layout [B, K·r, steps, ...] -> per-frame [B, K, steps·r, ...]."""
+        b, _, n, *rest = steps.shape
         k, r = self.config.num_codebooks, self.config.frames_per_step
-        codes = codes.reshape(b, k, r, steps).transpose(2, 3).reshape(b, k, steps * r)  # [B, K, T] mel frames
-        if codes.shape[-1] < 2:  # T frames span (T - 1) hops
-            return torch.zeros(codes.shape[0], 0)
-        feats = sum(self.codebooks[i][codes[:, i]] for i in range(k))  # [B, T, M]
+        return steps.reshape(b, k, r, n, *rest).transpose(2, 3).reshape(b, k, n * r, *rest)
+
+    def _wave(self, feats: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel frames [B, T, M] -> waves [B, (T-1)·hop] (T frames span T - 1 hops)."""
+        if feats.shape[1] < 2:
+            return torch.zeros(feats.shape[0], 0)
         mel = torch.exp(feats * self.std + self.mean) - LOG_FLOOR
         mag = (self.mel_inverse @ mel.clamp_min(0).transpose(1, 2)).clamp_min(0)  # [B, F, T]
         t = mag.shape[-1]

@@ -14,6 +14,11 @@ Two decoding rules choose each frame (`GenerationConfig.decoding`):
   factor) and the others only codes; EOS survives sampling only where it is the arg-max; then
   top-k, the released top-p rule and one `torch.multinomial` over all [B·K, V] rows per step.
   The audio ends when codebook 0 *draws* EOS.
+
+What comes out (`GenerationConfig.output`): "codes", the frames chosen, or "expected", the
+model's distribution over each code at each step (softmax of the guided logits over the codes),
+for codecs that decode the expectation (`Codec.decodes_expected`): the mean of what the model
+predicts rather than one draw from it. The chosen codes are fed back either way.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from unimoe_audio.model.sequence import Request, Segment, video_batch
 from unimoe_audio.model.transformer import KVCache, UniMoEAudioModel
 
 DECODINGS = ("project", "released")
+OUTPUTS = ("codes", "expected")
 # per decoding rule and task: guidance scale and EOS logit factor (REFERENCE.md §5 for "released")
 DEFAULT_GUIDANCE = {"project": {"tts": 1.0, "clone": 1.0, "t2m": 3.0, "v2m": 3.0},
                     "released": {"tts": 1.0, "clone": 1.0, "t2m": 10.0, "v2m": 10.0}}
@@ -61,6 +67,7 @@ class GenerationConfig:
     moe_top_p: float | None = None  # inference-time Top-P override for the DCMoE layers
     decoding: str = "project"  # or "released" (see the module docstring)
     eos_logit_factor: float | None = None  # "released" only; None: DEFAULT_EOS_FACTOR for the task
+    output: str = "codes"  # or "expected" (see the module docstring)
 
     def __post_init__(self) -> None:
         for name in ("guidance_scale", "moe_top_p", "eos_logit_factor", "temperature", "top_k", "top_p"):
@@ -70,6 +77,8 @@ class GenerationConfig:
                 raise UniMoEError(f"{name} must be a finite number (or one per codebook), got {value}")
         if self.decoding not in DECODINGS:
             raise UniMoEError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        if self.output not in OUTPUTS:
+            raise UniMoEError(f"output must be one of {OUTPUTS}, got {self.output!r}")
         if self.max_frames < 1 or not 0 <= self.min_frames <= self.max_frames:
             raise UniMoEError(f"need 0 <= min_frames <= max_frames and max_frames >= 1, got {self.min_frames}, {self.max_frames}")
         if self.guidance_scale is not None and self.guidance_scale < 0:
@@ -190,6 +199,7 @@ class Decoding:
         self.cache: KVCache | None = None
         self.hidden = self.next_pos = None  # last hidden state [rows, 1, D], next position [rows, 1]
         self.pending: torch.Tensor | None = None  # the frames [n, K] chosen last, not yet fed back
+        self.probs: torch.Tensor | None = None  # output "expected": the last step's distributions [n, K, C]
         self._next_id = 0
 
     def __len__(self) -> int:
@@ -281,6 +291,8 @@ class Decoding:
             setattr(self, name, getattr(self, name)[stay])
         if self.pending is not None:
             self.pending = self.pending[stay]
+        if self.probs is not None:
+            self.probs = self.probs[stay]
         rows = stay.repeat(2) if self.guided else stay
         self.hidden, self.next_pos = self.hidden[rows], self.next_pos[rows]
         self.cache = self.cache.select(rows)
@@ -302,6 +314,8 @@ class Decoding:
         if self.guided:
             cond, uncond = logits[:n], logits[n:]
             logits = cond + self.scales[:, None, None] * (cond - uncond)
+        if c.output == "expected":
+            self.probs = logits[..., :g.pattern.codebook_size].softmax(-1)
         lengths = self.min_frames, self.max_frames
         if c.decoding == "released":
             chosen = self._released_frame(logits, self.made, self.eos_at, lengths, self.eos_factor, self.temperature,
@@ -417,17 +431,19 @@ class Generator:
         return batch
 
     def steps(self, requests: list[Request], config: GenerationConfig,
-              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet) each step.
+              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet,
+        distributions so far [B, K, s, C] for output "expected", else None) each step.
 
         `cancelled` holds indices of requests to stop and may grow while iterating (a set the caller
         fills): from the next step their rows leave the batch, KV cache included, and their entries
         in the yielded tensors mean nothing. Generation ends when every other request has ended.
         """
         batch = self.decoding(requests, config)
-        k, b = self.pattern.num_codebooks, len(requests)
+        k, b, c = self.pattern.num_codebooks, len(requests), self.pattern.codebook_size
         frames = torch.empty(b, k, 0, dtype=torch.long, device=batch.device)
         eos_at = torch.full((b,), -1, dtype=torch.long, device=batch.device)
+        probs = torch.empty(b, k, 0, c, device=batch.device) if config.output == "expected" else None
         while True:
             batch.drop(set(cancelled))
             if not batch.ids:
@@ -437,15 +453,21 @@ class Generator:
             for i, (codes, eos) in chosen.items():
                 frame[i], eos_at[i] = codes, eos
             frames = torch.cat([frames, frame[..., None]], dim=-1)
-            yield frames, eos_at
+            if probs is not None:
+                step = torch.zeros(b, k, c, device=batch.device)
+                step[list(chosen)] = batch.probs
+                probs = torch.cat([probs, step[:, :, None]], dim=2)
+            yield frames, eos_at, probs
             if len(batch.finished()) == len(batch):
                 return
 
     def run(self, requests: list[Request], config: GenerationConfig, progress=None) -> list[torch.Tensor]:
-        """Aligned codes [K, T_i] per request."""
-        frames = eos_at = None
-        for frames, eos_at in self.steps(requests, config):
+        """Per request, aligned codes [K, T_i] (output "codes") or distributions [K, T_i, C]
+        (output "expected"): what `UniMoEAudio.decode_all` decodes."""
+        frames = eos_at = probs = None
+        for frames, eos_at, probs in self.steps(requests, config):
             if progress is not None:
                 progress.update(1)
-        aligned = self.pattern.revert(frames[:, :, : int(eos_at.max()) + 1 + self.pattern.max_delay])
+        out = frames if probs is None else probs
+        aligned = self.pattern.revert(out[:, :, : int(eos_at.max()) + 1 + self.pattern.max_delay])
         return [aligned[i, :, : int(eos_at[i])].cpu() for i in range(len(requests))]

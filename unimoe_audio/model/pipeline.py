@@ -182,26 +182,35 @@ class UniMoEAudio:
                  progress: bool = False) -> list[np.ndarray]:
         """Waveforms (float32 at `sample_rate`), one per request, generated in one batch."""
         config = config or GenerationConfig()
+        self.check_output(config)
         bar = tqdm(total=config.max_frames + 1 + self.generator.pattern.max_delay, desc="generating", unit="frame",
                    disable=not progress)
         with bar:
             codes = self.generator.run(requests, config, bar)
         return self.decode_all(codes)
 
+    def check_output(self, config: GenerationConfig) -> None:
+        """Refuses output "expected" where the codec cannot decode it."""
+        if config.output == "expected" and not self.codec.decodes_expected:
+            raise UniMoEError(f"output 'expected' needs a codec that decodes distributions over its codes; "
+                              f"this model's {self.codec.codec_type} codec decodes codes only (use output 'codes')")
+
     def decode(self, codes: torch.Tensor) -> np.ndarray:
-        """Aligned codes [K, T] -> float32 waveform at `sample_rate`."""
+        """Aligned codes [K, T] (or distributions over them [K, T, C]) -> float32 waveform at `sample_rate`."""
         return self.decode_all([codes])[0]
 
     def decode_all(self, codes: list[torch.Tensor]) -> list[np.ndarray]:
-        """Aligned codes [K, T_i] -> float32 waveforms; those of equal length are decoded in one codec
-        call (codecs decode a row alike alone or in a batch, so this only saves time)."""
+        """Aligned codes [K, T_i], or distributions over them [K, T_i, C] (`Generator.run` with
+        output "expected"), -> float32 waveforms; those of equal length and kind are decoded in one
+        codec call (codecs decode a row alike alone or in a batch, so this only saves time)."""
         waves = [np.zeros(0, dtype=np.float32) for _ in codes]
-        by_length: dict[int, list[int]] = {}
+        groups: dict[tuple[int, bool], list[int]] = {}
         for i, c in enumerate(codes):
-            if c.shape[-1]:
-                by_length.setdefault(c.shape[-1], []).append(i)
-        for rows in by_length.values():
-            for i, wave in zip(rows, self.codec.decode(torch.stack([codes[i] for i in rows]))):
+            if c.shape[1]:
+                groups.setdefault((c.shape[1], c.is_floating_point()), []).append(i)
+        for (_, expected), rows in groups.items():
+            decode = self.codec.decode_expected if expected else self.codec.decode
+            for i, wave in zip(rows, decode(torch.stack([codes[i] for i in rows]))):
                 waves[i] = wave.numpy().astype(np.float32)
         return waves
 
@@ -275,9 +284,11 @@ class UniMoEAudio:
     def stream(self, request: Request, config: GenerationConfig | None = None, chunk_frames: int = 25,
                context_frames: int = 8) -> Iterator[np.ndarray]:
         """Yields audio chunks as their frames complete (decoded with a little left context)."""
+        config = config or GenerationConfig()
+        self.check_output(config)
         audio = AudioChunks(self, chunk_frames, context_frames)
-        for frames, eos_at in self.generator.steps([request], config or GenerationConfig()):
-            wave = audio.push(frames[0], int(eos_at[0]))
+        for frames, eos_at, probs in self.generator.steps([request], config):
+            wave = audio.push(frames[0], int(eos_at[0]), None if probs is None else probs[0])
             if wave is not None:
                 yield wave
             if audio.finished:
@@ -299,14 +310,15 @@ class AudioChunks:
         self.finished = False  # the request has ended
         self.drained = False  # ... and its last audio has been handed out
 
-    def push(self, frames: torch.Tensor, eos_at: int) -> np.ndarray | None:
-        """The next chunk (decoded), or None; `frames` and `eos_at` as `ready()` takes them."""
-        codes = self.ready(frames, eos_at)
+    def push(self, frames: torch.Tensor, eos_at: int, probs: torch.Tensor | None = None) -> np.ndarray | None:
+        """The next chunk (decoded), or None; arguments as `ready()` takes them."""
+        codes = self.ready(frames, eos_at, probs)
         return None if codes is None else self.chunk(self.api.decode(codes))
 
-    def ready(self, frames: torch.Tensor, eos_at: int) -> torch.Tensor | None:
+    def ready(self, frames: torch.Tensor, eos_at: int, probs: torch.Tensor | None = None) -> torch.Tensor | None:
         """The aligned codes [K, t] (on the CPU) to decode for the next chunk, or None while none is
-        due; frames: this request's delayed frames so far [K, s]; eos_at: its EOS step, -1 = not yet."""
+        due; frames: this request's delayed frames so far [K, s]; eos_at: its EOS step, -1 = not yet;
+        probs (output "expected"): its distributions so far [K, s, C], returned instead of codes."""
         pattern = self.api.generator.pattern
         ready = frames.shape[-1] - pattern.max_delay  # aligned frames whose every codebook is known
         available = min(ready, eos_at) if eos_at >= 0 else ready
@@ -319,7 +331,8 @@ class AudioChunks:
         if not due:
             return None
         self.window = (start, available)
-        return pattern.revert(frames[None, :, : available + pattern.max_delay])[0, :, start:available].cpu()
+        out = frames if probs is None else probs
+        return pattern.revert(out[None, :, : available + pattern.max_delay])[0, :, start:available].cpu()
 
     def chunk(self, wave: np.ndarray) -> np.ndarray:
         """The new audio in `wave`, the waveform of the codes `ready()` returned last (samples

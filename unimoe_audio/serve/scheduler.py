@@ -200,6 +200,9 @@ class Scheduler:
         audio = {i: AudioChunks(self.api, job.chunk_frames) for i, job in rows.items()}
         no_frames = torch.empty(self.api.generator.pattern.num_codebooks, 0, dtype=torch.long, device=batch.device)
         frames = {i: no_frames for i in rows}  # each request's delayed frames so far [K, s]
+        k, c = no_frames.shape[0], self.api.generator.pattern.codebook_size
+        no_probs = torch.empty(k, 0, c, device=batch.device)
+        probs = {i: no_probs for i in rows} if key.output == "expected" else None  # ... and distributions [K, s, C]
         start, frames_made = time.perf_counter(), 0
         while batch.ids:
             for job in self._joiners(batch, key, self.max_batch - len(batch)):
@@ -211,17 +214,21 @@ class Scheduler:
                 jobs.append(job)
                 rows[i], audio[i] = job, AudioChunks(self.api, job.chunk_frames)
                 frames[i] = no_frames
+                if probs is not None:
+                    probs[i] = no_probs
                 self.metrics.joined.inc()
             gone, due = set(), {}  # due: the codes of the rows with a chunk to decode this step
-            for i, (frame, eos_at) in batch.step().items():
+            for row, (i, (frame, eos_at)) in enumerate(batch.step().items()):
                 job = rows[i]
                 frames_made += 1
                 frames[i] = torch.cat([frames[i], frame[:, None]], dim=-1)
+                if probs is not None:
+                    probs[i] = torch.cat([probs[i], batch.probs[row][:, None]], dim=1)
                 if job.cancelled or self._stopping:
                     gone.add(i)
                     job.fail(asyncio.CancelledError())
                     continue
-                codes = audio[i].ready(frames[i], eos_at)
+                codes = audio[i].ready(frames[i], eos_at, None if probs is None else probs[i])
                 if codes is not None:
                     due[i] = codes
             for i, wave in self._waves(due).items():
@@ -238,6 +245,8 @@ class Scheduler:
             for i in gone:  # a busy batch lives for many requests: keep only what its rows need
                 jobs.remove(rows.pop(i))
                 del audio[i], frames[i]
+                if probs is not None:
+                    del probs[i]
             self.metrics.batch_rows.set(len(batch))
         elapsed = time.perf_counter() - start
         self._last_batch_seconds = elapsed

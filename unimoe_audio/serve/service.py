@@ -9,7 +9,7 @@ import asyncio
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
@@ -41,6 +41,7 @@ class Sampling(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     guidance_scale: float | None = Field(None, ge=0)
     seed: int | None = None
+    output: Literal["codes", "expected"] | None = None  # "expected": decode the mean prediction (spectral codec)
 
 
 class ClientGone(Exception):
@@ -84,8 +85,13 @@ class Service:
         if request.video is not None:  # as long as the video, or its first `duration` seconds
             duration = self.api.video_duration(request, duration)
         config = self.api.default_config(request.task, request.text, request.language or "en", duration)
-        given = dict(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed)
+        given = dict(temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed,
+                     output=sampling.output)
         config = replace(config, **{k: v for k, v in given.items() if v is not None})
+        try:
+            self.api.check_output(config)
+        except UniMoEError as err:
+            raise ApiError.from_user_error(err, "output") from None
         request.max_frames, request.min_frames = config.max_frames, config.min_frames
         request.guidance_scale = sampling.guidance_scale
         try:
