@@ -277,6 +277,25 @@ def test_generate_cli(api, tmp_path, capsys):
     assert "unknown speaker" in capsys.readouterr().err
 
 
+def test_a_model_carries_its_own_sampling_defaults_per_task(frontend, codec, tmp_path):
+    """generation_config.json: saved and loaded with the model, used by `default_config` (so by the
+    CLI, the server, eval and the quickstart) for its tasks only; a bad file is named."""
+    torch.manual_seed(0)
+    api = UniMoEAudio(UniMoEAudioModel(tiny_config(frontend)), frontend, codec,
+                      generation={"tts": {"temperature": 0, "output": "expected"}})
+    loaded = UniMoEAudio.from_pretrained(api.save_pretrained(tmp_path / "model"))
+    assert loaded.generation == api.generation
+    speech, music = loaded.default_config("tts", "Hello there."), loaded.default_config("t2m", duration=1.0)
+    assert (speech.temperature, speech.output, speech.max_frames) == (0, "expected", loaded.speech_budget("Hello there.", "en"))
+    assert (music.temperature, music.output, music.max_frames) == (1.0, "codes", 50)
+    assert UniMoEAudio.from_pretrained(UniMoEAudio(api.model, frontend, codec).save_pretrained(tmp_path / "plain")).generation == {}
+    for bad, message in [('{"tts": {"temperature": 0, "beam": 4}}', "unknown settings"), ('{"sing": {}}', "unknown task"),
+                         ('{"tts": {"output": "mean"}}', "output must be"), ('["tts"]', "must map tasks"), ("{", "not valid JSON")]:
+        (tmp_path / "model" / "generation_config.json").write_text(bad)
+        with pytest.raises(UniMoEError, match=message):
+            UniMoEAudio.from_pretrained(tmp_path / "model")
+
+
 def test_guidance_zero_in_a_guided_batch_equals_the_conditional_model_alone(api, examples):
     tts, music = requests(examples)[0], requests(examples)[3]
     tts.guidance_scale, music.guidance_scale = 0.0, 3.0

@@ -19,6 +19,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from unimoe_audio.eval.ceiling import RATE, GroundTruthCache
 from unimoe_audio.eval.judges import SpeakerJudge, SphinxJudge, WhisperJudge
 from unimoe_audio.eval.text import char_error_rate, word_error_rate
 from unimoe_audio.io import atomic_path, write_json
-from unimoe_audio.model import GenerationConfig, UniMoEAudio
+from unimoe_audio.model import UniMoEAudio
 from unimoe_audio.video import read_video
 
 
@@ -89,8 +90,7 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
     for i, e, shown in tqdm(jobs, desc="generating test items", unit="item", disable=not progress):
         if e["task"] in ("t2m", "v2m"):
             seconds = min(e.get("duration") or max_music_seconds, max_music_seconds)  # duration is optional
-            frames = api.music_frames(seconds)
-            config = GenerationConfig(max_frames=frames, min_frames=frames, seed=seed + i)
+            config = replace(api.default_config(e["task"], duration=seconds), seed=seed + i)
             video = None
             if e["task"] == "v2m":  # the video's first `seconds` (looped if it is shorter)
                 if not api.takes_video:
@@ -101,7 +101,7 @@ def generate_split(api: UniMoEAudio, corpus: Path, entries: list[dict], out: Pat
                 video = video[torch.arange(math.ceil(seconds * fps)) % len(video)]
             request = api.request(e["task"], caption=e["caption"], video=video)
         else:
-            config = GenerationConfig(max_frames=api.speech_budget(e["text"], e["language"]), seed=seed + i)
+            config = replace(api.default_config(e["task"], e["text"], e["language"]), seed=seed + i)
             prompt = corpus / e["prompt_audio"] if e["task"] == "clone" else None
             request = api.request(e["task"], text=e["text"], language=e["language"],
                                   speaker=e["speaker"] if e["task"] == "tts" else None,

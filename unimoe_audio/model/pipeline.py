@@ -4,10 +4,13 @@
     <dir>/model.safetensors   transformer weights (no pickle)
     <dir>/frontend.json       the text front-end's symbols and speakers
     <dir>/codec/              the codec the model's tokens come from (its own config + weights)
+    <dir>/generation_config.json  optional: the model's own sampling defaults per task, e.g.
+                              {"tts": {"temperature": 0, "output": "expected"}} (`default_config`)
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from unimoe_audio.codec import Codec, DelayPattern, load_audio, load_codec, mono
+from unimoe_audio.data import TASKS
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.io import atomic_path, read_config, write_json
 from unimoe_audio.model.config import UniMoEAudioConfig
@@ -32,6 +36,8 @@ MODEL_TYPE = "unimoe-audio"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights"  # models that ship inside the package, by name
 DEFAULT_MODEL = "pretrained"
 SECONDS_PER_WORD = 0.5  # generous upper bound on speech length: per word / 3 Mandarin characters
+GENERATION_FILE = "generation_config.json"
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "guidance_scale", "output")  # what a model's defaults may set
 
 
 def model_directory(model: str | Path) -> Path:
@@ -79,6 +85,27 @@ def load_model(directory: str | Path, device: str = "cpu") -> tuple[UniMoEAudioM
     return model.to(device).eval(), TextFrontend.load(directory / "frontend.json")
 
 
+def read_generation_defaults(directory: str | Path) -> dict[str, dict]:
+    """A model directory's sampling defaults per task ({} without `generation_config.json`),
+    checked: known tasks, known fields, values `GenerationConfig` accepts."""
+    path = Path(directory) / GENERATION_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UniMoEError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise UniMoEError(f"{path} must map tasks to settings, e.g. {{\"tts\": {{\"temperature\": 0}}}}")
+    for task, settings in raw.items():
+        unknown = sorted(set(settings) - set(SAMPLING_FIELDS))
+        if task not in TASKS or unknown:
+            raise UniMoEError(f"{path}: {f'unknown task {task!r} (tasks: {TASKS})' if task not in TASKS else ''}"
+                              f"{f'unknown settings {unknown} (known: {SAMPLING_FIELDS})' if unknown else ''}")
+        GenerationConfig(**settings)  # the values themselves
+    return raw
+
+
 PROMPT_SECONDS = (0.5, 20.0)  # a voice prompt shorter than this says too little, longer costs positions
 
 
@@ -104,11 +131,12 @@ class UniMoEAudio:
     """Generate speech and music: `UniMoEAudio.from_pretrained(path).tts("Hello.", language="en", speaker=...)`."""
 
     def __init__(self, model: UniMoEAudioModel, frontend: TextFrontend | None, codec: Codec,
-                 prompts: PromptEncoder | None = None):
+                 prompts: PromptEncoder | None = None, generation: dict[str, dict] | None = None):
         if codec.num_codebooks != model.config.num_codebooks or codec.codebook_size != model.config.codebook_size:
             raise UniMoEError(f"codec has {codec.num_codebooks}×{codec.codebook_size} codes, the model expects "
                               f"{model.config.num_codebooks}×{model.config.codebook_size}")
         self.model, self.frontend, self.codec = model.eval(), frontend, codec
+        self.generation = generation or {}  # sampling defaults per task (`default_config`)
         pattern = DelayPattern(model.config.delays, model.config.codebook_size)
         self.generator = Generator(model, prompts or FrontendPrompts(frontend, pattern, model.config.vision))
 
@@ -133,12 +161,15 @@ class UniMoEAudio:
         model, frontend = load_model(directory, device)
         if not (Path(directory) / "codec").is_dir():
             raise UniMoEError(f"{directory} has no codec/ directory")
-        return cls(model, frontend, load_codec(Path(directory) / "codec"))
+        return cls(model, frontend, load_codec(Path(directory) / "codec"),
+                   generation=read_generation_defaults(directory))
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """The model directory; `dtype` (e.g. torch.float16) halves the weights' storage."""
         save_model(directory, self.model, self.frontend, dtype)
         self.codec.save_pretrained(Path(directory) / "codec")
+        if self.generation:
+            write_json(Path(directory) / GENERATION_FILE, self.generation)
         return Path(directory)
 
     def request(self, task: str, text: str = "", language: str | None = None, speaker: str | None = None,
@@ -216,12 +247,14 @@ class UniMoEAudio:
 
     def default_config(self, task: str, text: str = "", language: str = "en",
                        duration: float | None = None) -> GenerationConfig:
-        """Generation settings when none are given: speech up to `speech_budget`, music of exactly
-        `duration` seconds (10 s by default)."""
+        """Generation settings when none are given: the model's own sampling defaults for `task`
+        (`generation_config.json`, else `GenerationConfig`'s), speech up to `speech_budget`, music of
+        exactly `duration` seconds (10 s by default)."""
+        sampling = self.generation.get(task, {})
         if task in ("t2m", "v2m"):
             frames = self.music_frames(10.0 if duration is None else duration)
-            return GenerationConfig(max_frames=frames, min_frames=frames)
-        return GenerationConfig(max_frames=self.speech_budget(text, language))
+            return GenerationConfig(max_frames=frames, min_frames=frames, **sampling)
+        return GenerationConfig(max_frames=self.speech_budget(text, language), **sampling)
 
     def video_seconds(self, request: Request) -> float:
         """How long the video of a `request` made by `request()` lasts."""

@@ -7,6 +7,7 @@ the model on the test split and analyses its routing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from unimoe_audio.codec import save_audio
@@ -15,7 +16,7 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.eval.routing import analyze_routing
 from unimoe_audio.eval.spectral import plot_spectrograms
 from unimoe_audio.eval.suite import evaluate
-from unimoe_audio.model import GenerationConfig, UniMoEAudio
+from unimoe_audio.model import UniMoEAudio
 from unimoe_audio.model.frontend import mandarin_pinyin
 from unimoe_audio.train.config import load_recipe
 from unimoe_audio.train.curriculum import run_recipe
@@ -38,16 +39,17 @@ def samples(api: UniMoEAudio, corpus: Path, out: Path, seed: int) -> dict[str, P
         if speakers[lang] is None:
             print(f"no speech-{lang} clip: the corpus has no {lang} speaker")
             continue
-        clips[f"speech-{lang}"] = api.tts(text, language=lang, speaker=speakers[lang], config=GenerationConfig(seed=seed))
+        clips[f"speech-{lang}"] = api.tts(text, language=lang, speaker=speakers[lang],
+                                          config=replace(api.default_config("tts", text, lang), seed=seed))
         titles[f"speech-{lang}"] = text if lang == "en" else mandarin_pinyin(text)
     if music is None:
         print("no music clip: the corpus's test split has no music items")
     else:
-        clips["music"] = api.music(music["caption"], duration=8.0, config=GenerationConfig(seed=seed))
+        clips["music"] = api.music(music["caption"], duration=8.0, config=replace(api.default_config("t2m"), seed=seed))
         titles["music"] = music["caption"]
     if video is not None and api.takes_video:
         clips["v2m"] = api.music(video["caption"], duration=8.0, video=corpus / video["video"],
-                                 config=GenerationConfig(seed=seed))
+                                 config=replace(api.default_config("v2m"), seed=seed))
         titles["v2m"] = f"{video['video']}: {video['caption']}"
     if clips:
         plot_spectrograms(clips, titles, out / "samples.png")
