@@ -12,7 +12,9 @@ validation loss (the quality proxy) and guided generation speed. Part 3 (a train
 running only the experts the tokens selected against running all of them (the earlier path).
 Part 4 (random weights; the shipped recipe's dense shape, 6 layers × 256, FFN 1024, with an
 8 × 256 band codec): 5 s of audio with guidance end to end (decoding steps and Griffin-Lim) when
-the codec stacks 1, 2 or 4 frames per step (`frames_per_step`), against 1 frame per step.
+the codec stacks 1, 2 or 4 frames per step (`frames_per_step`), against 1 frame per step, and at
+4 frames per step with output "expected" (each step's distributions kept and decoded as the
+expected band vectors) against the chosen codes. `--parts 4` runs part 4 alone.
 """
 
 from __future__ import annotations
@@ -167,10 +169,10 @@ def part_four(seconds: float = 5.0) -> None:
     request = Request(task="t2m", caption="a fiddle tune on violin at 120 bpm in d major")
     print(f"\nFrames per code step: {seconds:g} s of audio with guidance 3, random weights (6 layers × 256, FFN 1024; "
           "8 × 256 band codec), best of 3:\n")
-    print("| frames per step | codebooks per step | decoding steps | generation | codec decoding | end to end | real time × | vs 1 frame per step |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| frames per step | output | codebooks per step | decoding steps | generation | codec decoding | end to end | real time × | vs 1 frame per step |")
+    print("|---|---|---|---|---|---|---|---|---|")
     reference = None
-    for n in (1, 2, 4):
+    for n, output in ((1, "codes"), (2, "codes"), (4, "codes"), (4, "expected")):
         codec = SpectralCodec(SpectralCodecConfig(num_codebooks=8, codebook_size=256, quantizer="bands", frames_per_step=n),
                               torch.zeros(128), torch.ones(128), torch.randn(8, 256, 128) * 0.1)
         torch.manual_seed(0)
@@ -179,11 +181,11 @@ def part_four(seconds: float = 5.0) -> None:
                                                           codebook_size=256, delays=codec.delays)).eval()
         api = UniMoEAudio(model, frontend, codec)
         steps = round(seconds * codec.frame_rate)
-        config = GenerationConfig(max_frames=steps, min_frames=steps, seed=0, guidance_scale=3.0)
+        config = GenerationConfig(max_frames=steps, min_frames=steps, seed=0, guidance_scale=3.0, output=output)
         api.generator.run([request], replace(config, max_frames=5, min_frames=5))  # warm-up
         total, generating, decoding, audio = best_of_three(api, lambda: request, config)
         reference = reference or total
-        print(f"| {n} | {codec.num_codebooks} | {steps} | {generating:.2f} s | {decoding * 1e3:.0f} ms | {total:.2f} s | "
+        print(f"| {n} | {output} | {codec.num_codebooks} | {steps} | {generating:.2f} s | {decoding * 1e3:.0f} ms | {total:.2f} s | "
               f"{audio / total:.1f} | {reference / total:.2f}x |")
 
 
@@ -192,17 +194,21 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT if DEFAULT.is_dir() else None)
     parser.add_argument("--speech-model", type=Path, help="a trained speech model for the end-to-end text-to-speech table")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default="1,2,3,4", help="which parts to run, e.g. 4")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     frames = 100 if args.quick else 500
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
-    part_one(frames)
-    if args.model is not None:
+    if "1" in parts:
+        part_one(frames)
+    if "2" in parts and args.model is not None:
         part_two(args.model, frames // 2)
-    else:
+    elif "2" in parts:
         print("\n(no trained model: run `unimoe-audio quickstart` or pass --model for the Top-P table)")
-    if args.speech_model is not None:
+    if "3" in parts and args.speech_model is not None:
         part_three(args.speech_model)
-    part_four()
+    if "4" in parts:
+        part_four()
 
 
 if __name__ == "__main__":
