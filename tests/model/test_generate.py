@@ -270,7 +270,7 @@ def test_generate_cli(api, tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "model"), "--task", "music", "--caption", "jig",
                  "--duration", "0.3", "-o", str(tmp_path / "music.wav")]) == 0
     assert main(["generate", "--model", str(tmp_path / "model"), "--task", "music", "--caption", "jig",
-                 "--duration", "0.3", "--expected", "-o", str(tmp_path / "mean.wav")]) == 0
+                 "--duration", "0.3", "--audio-from", "expected", "-o", str(tmp_path / "mean.wav")]) == 0
     assert sf.info(tmp_path / "mean.wav").frames == sf.info(tmp_path / "music.wav").frames
     assert main(["generate", "--model", str(tmp_path / "model"), "--task", "tts", "--text", "Hi.",
                  "--speaker", "nobody", "-o", str(out)]) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 from unimoe_audio.codec import save_audio
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import DEFAULT_MODEL, GenerationConfig, UniMoEAudio
+from unimoe_audio.model.generate import OUTPUTS
 
 
 def register(subparsers) -> None:
@@ -41,9 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--eos-factor", type=float, help="EOS logit factor, released decoding (default 0.6 music, 1 speech)")
     p.add_argument("--moe-top-p", type=float, help="inference-time Top-P for the MoE routers (speed/quality)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--expected", action="store_true",
-                   help="decode the model's expected codec frames (its mean prediction) rather than the sampled codes: "
-                        "output 'expected', for spectral-codec models")
+    p.add_argument("--audio-from", choices=OUTPUTS,
+                   help="decode the sampled codes, or the model's expected codec frames, its mean prediction (spectral-"
+                        "codec models; GenerationConfig.output; default: the model's own, else codes)")
     p.add_argument("--list-speakers", action="store_true", help="print the model's built-in speakers and exit")
     p.add_argument("-o", "--output", type=Path, help="output .wav")
     p.set_defaults(func=run)
@@ -67,7 +68,7 @@ def run(args) -> int:
     given = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, decoding=args.decoding,
                  eos_logit_factor=args.eos_factor)
     config = replace(config, **{k: v for k, v in given.items() if v is not None}, guidance_scale=args.guidance,
-                     seed=args.seed, moe_top_p=args.moe_top_p, output="expected" if args.expected else config.output)
+                     seed=args.seed, moe_top_p=args.moe_top_p, output=args.audio_from or config.output)
     start = time.perf_counter()
     if args.task in ("music", "v2m"):
         wave, rate = api.music(args.caption, args.duration, config=config, progress=True, video=args.video,

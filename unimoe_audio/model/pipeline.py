@@ -98,10 +98,11 @@ def read_generation_defaults(directory: str | Path) -> dict[str, dict]:
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise UniMoEError(f"{path} must map tasks to settings, e.g. {{\"tts\": {{\"temperature\": 0}}}}")
     for task, settings in raw.items():
+        if task not in TASKS:
+            raise UniMoEError(f"{path}: unknown task {task!r} (tasks: {', '.join(TASKS)})")
         unknown = sorted(set(settings) - set(SAMPLING_FIELDS))
-        if task not in TASKS or unknown:
-            raise UniMoEError(f"{path}: {f'unknown task {task!r} (tasks: {TASKS})' if task not in TASKS else ''}"
-                              f"{f'unknown settings {unknown} (known: {SAMPLING_FIELDS})' if unknown else ''}")
+        if unknown:
+            raise UniMoEError(f"{path}: unknown settings {unknown} for {task} (known: {', '.join(SAMPLING_FIELDS)})")
         GenerationConfig(**settings)  # the values themselves
     return raw
 
