@@ -296,6 +296,19 @@ def test_a_model_carries_its_own_sampling_defaults_per_task(frontend, codec, tmp
             UniMoEAudio.from_pretrained(tmp_path / "model")
 
 
+def test_a_reader_that_stops_reading_ends_the_cli_quietly(api, tmp_path):
+    """`unimoe-audio … | head`: output into a closed pipe ends the command with 141 and no traceback."""
+    import subprocess
+    import sys
+
+    api.save_pretrained(tmp_path / "model")
+    cli = [sys.executable, "-c", "import sys; from unimoe_audio.cli.main import main; sys.exit(main())"]
+    p = subprocess.Popen([*cli, "generate", "--model", str(tmp_path / "model"), "--task", "tts", "--list-speakers"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # closed before the model has loaded, so the speakers go into a broken pipe
+    assert p.wait(timeout=120) == 141 and p.stderr.read() == b""
+
+
 def test_guidance_zero_in_a_guided_batch_equals_the_conditional_model_alone(api, examples):
     tts, music = requests(examples)[0], requests(examples)[3]
     tts.guidance_scale, music.guidance_scale = 0.0, 3.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except UniMoEError as err:
         print(f"unimoe-audio {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # whoever read the output stopped reading (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails silently too
+        return 141  # 128 + SIGPIPE, what a shell reports for such a tool
     except OSError as err:  # a write outside atomic_path: unwritable folder or full disk
         if err.errno not in WRITE_ERRORS:
             raise
