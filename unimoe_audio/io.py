@@ -78,11 +78,11 @@ def read_json(path: str | os.PathLike, what: str) -> Any | None:
         return None
 
 
-def read_config(directory: str | os.PathLike, what: str = "model") -> dict:
-    """`<directory>/config.json` of a saved model or codec; missing or not JSON -> UniMoEError."""
-    path = Path(directory) / "config.json"
+def read_config(directory: str | os.PathLike, what: str = "model", name: str = "config.json") -> dict:
+    """`<directory>/<name>` of a saved model or codec; missing or not JSON -> UniMoEError."""
+    path = Path(directory) / name
     if not path.is_file():
-        raise UniMoEError(f"no {what} at {directory}: config.json is missing")
+        raise UniMoEError(f"no {what} at {directory}: {name} is missing")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:

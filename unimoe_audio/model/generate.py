@@ -431,9 +431,10 @@ class Generator:
         return batch
 
     def steps(self, requests: list[Request], config: GenerationConfig,
-              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet,
-        distributions so far [B, K, s, C] for output "expected", else None) each step.
+              cancelled: Collection[int] = ()) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]]:
+        """Yields (delayed frames so far [B, K, s], eos step per request [B], -1 = not yet, for
+        output "expected" the distributions so far, one [B, K, C] per step, else None) each step
+        (a list, so that keeping each step's distributions costs no copy of the earlier ones).
 
         `cancelled` holds indices of requests to stop and may grow while iterating (a set the caller
         fills): from the next step their rows leave the batch, KV cache included, and their entries
@@ -443,7 +444,7 @@ class Generator:
         k, b, c = self.pattern.num_codebooks, len(requests), self.pattern.codebook_size
         frames = torch.empty(b, k, 0, dtype=torch.long, device=batch.device)
         eos_at = torch.full((b,), -1, dtype=torch.long, device=batch.device)
-        probs = torch.empty(b, k, 0, c, device=batch.device) if config.output == "expected" else None
+        probs = [] if config.output == "expected" else None
         while True:
             batch.drop(set(cancelled))
             if not batch.ids:
@@ -456,7 +457,7 @@ class Generator:
             if probs is not None:
                 step = torch.zeros(b, k, c, device=batch.device)
                 step[list(chosen)] = batch.probs
-                probs = torch.cat([probs, step[:, :, None]], dim=2)
+                probs.append(step)
             yield frames, eos_at, probs
             if len(batch.finished()) == len(batch):
                 return
@@ -468,6 +469,6 @@ class Generator:
         for frames, eos_at, probs in self.steps(requests, config):
             if progress is not None:
                 progress.update(1)
-        out = frames if probs is None else probs
+        out = frames if probs is None else torch.stack(probs, dim=2)  # [B, K, s(, C)]
         aligned = self.pattern.revert(out[:, :, : int(eos_at.max()) + 1 + self.pattern.max_delay])
         return [aligned[i, :, : int(eos_at[i])].cpu() for i in range(len(requests))]

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -91,10 +90,7 @@ def read_generation_defaults(directory: str | Path) -> dict[str, dict]:
     path = Path(directory) / GENERATION_FILE
     if not path.is_file():
         return {}
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise UniMoEError(f"{path} is not valid JSON: {err}") from None
+    raw = read_config(directory, "generation defaults", GENERATION_FILE)
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise UniMoEError(f"{path} must map tasks to settings, e.g. {{\"tts\": {{\"temperature\": 0}}}}")
     for task, settings in raw.items():
@@ -322,7 +318,7 @@ class UniMoEAudio:
         self.check_output(config)
         audio = AudioChunks(self, chunk_frames, context_frames)
         for frames, eos_at, probs in self.generator.steps([request], config):
-            wave = audio.push(frames[0], int(eos_at[0]), None if probs is None else probs[0])
+            wave = audio.push(frames[0], int(eos_at[0]), None if probs is None else [p[0] for p in probs])
             if wave is not None:
                 yield wave
             if audio.finished:
@@ -352,7 +348,8 @@ class AudioChunks:
     def ready(self, frames: torch.Tensor, eos_at: int, probs: torch.Tensor | None = None) -> torch.Tensor | None:
         """The aligned codes [K, t] (on the CPU) to decode for the next chunk, or None while none is
         due; frames: this request's delayed frames so far [K, s]; eos_at: its EOS step, -1 = not yet;
-        probs (output "expected"): its distributions so far [K, s, C], returned instead of codes."""
+        probs (output "expected"): its distributions so far, one [K, C] per step; the chunk's
+        distributions [K, t, C] are returned instead of codes."""
         pattern = self.api.generator.pattern
         ready = frames.shape[-1] - pattern.max_delay  # aligned frames whose every codebook is known
         available = min(ready, eos_at) if eos_at >= 0 else ready
@@ -365,8 +362,9 @@ class AudioChunks:
         if not due:
             return None
         self.window = (start, available)
-        out = frames if probs is None else probs
-        return pattern.revert(out[None, :, : available + pattern.max_delay])[0, :, start:available].cpu()
+        stop = available + pattern.max_delay  # the delayed steps that hold aligned frames [start, available)
+        steps = frames[:, start:stop] if probs is None else torch.stack(probs[start:stop], dim=1)
+        return pattern.revert(steps[None])[0].cpu()
 
     def chunk(self, wave: np.ndarray) -> np.ndarray:
         """The new audio in `wave`, the waveform of the codes `ready()` returned last (samples

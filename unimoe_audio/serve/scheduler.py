@@ -200,9 +200,7 @@ class Scheduler:
         audio = {i: AudioChunks(self.api, job.chunk_frames) for i, job in rows.items()}
         no_frames = torch.empty(self.api.generator.pattern.num_codebooks, 0, dtype=torch.long, device=batch.device)
         frames = {i: no_frames for i in rows}  # each request's delayed frames so far [K, s]
-        k, c = no_frames.shape[0], self.api.generator.pattern.codebook_size
-        no_probs = torch.empty(k, 0, c, device=batch.device)
-        probs = {i: no_probs for i in rows} if key.output == "expected" else None  # ... and distributions [K, s, C]
+        probs = {i: [] for i in rows} if key.output == "expected" else None  # ... and distributions, [K, C] per step
         start, frames_made = time.perf_counter(), 0
         while batch.ids:
             for job in self._joiners(batch, key, self.max_batch - len(batch)):
@@ -215,7 +213,7 @@ class Scheduler:
                 rows[i], audio[i] = job, AudioChunks(self.api, job.chunk_frames)
                 frames[i] = no_frames
                 if probs is not None:
-                    probs[i] = no_probs
+                    probs[i] = []
                 self.metrics.joined.inc()
             gone, due = set(), {}  # due: the codes of the rows with a chunk to decode this step
             for row, (i, (frame, eos_at)) in enumerate(batch.step().items()):
@@ -223,7 +221,7 @@ class Scheduler:
                 frames_made += 1
                 frames[i] = torch.cat([frames[i], frame[:, None]], dim=-1)
                 if probs is not None:
-                    probs[i] = torch.cat([probs[i], batch.probs[row][:, None]], dim=1)
+                    probs[i].append(batch.probs[row])
                 if job.cancelled or self._stopping:
                     gone.add(i)
                     job.fail(asyncio.CancelledError())
