@@ -173,6 +173,7 @@ class ModelOutput:
     experts_per_token: float | None  # mean routed experts per non-padding token (None if dense)
     expert_masks: list[torch.Tensor]  # per MoE layer [N, N_r + N_n] (empty for dense)
     attention: torch.Tensor | None = None  # [B, H, L, L] probabilities of `attention_layer`, if asked for
+    logits: torch.Tensor | None = None  # [N, K, V] at the N positions with a target, if asked for
 
 
 class UniMoEAudioModel(nn.Module):
@@ -276,9 +277,11 @@ class UniMoEAudioModel(nn.Module):
         return self.head(hidden).unflatten(-1, (c.num_codebooks, c.audio_vocab_size))
 
     def forward(self, tokens, audio, is_audio, targets, pad_mask, aux_weight: float = 0.0,
-                attention_layer: int | None = None, video=None, video_frames=None, is_video=None, **_) -> ModelOutput:
+                attention_layer: int | None = None, video=None, video_frames=None, is_video=None,
+                return_logits: bool = False, **_) -> ModelOutput:
         """Training forward. targets [B, K, L]: the code position i must predict (IGNORE elsewhere).
-        `attention_layer` also returns that layer's attention probabilities (for the alignment loss)."""
+        `attention_layer` also returns that layer's attention probabilities (for the alignment loss);
+        `return_logits` the logits of the positions that carry a target, in row-major order."""
         c = self.config
         if attention_layer is not None and not 0 <= attention_layer < c.num_layers:
             raise UniMoEError(f"attention_layer {attention_layer} is not a layer of this {c.num_layers}-layer model")
@@ -306,7 +309,8 @@ class UniMoEAudioModel(nn.Module):
         return ModelOutput(
             loss=codec_loss + aux_weight * aux, codec_loss=codec_loss, codebook_losses=codebook_losses.detach(),
             aux_loss=aux, example_losses=example_losses.detach(), experts_per_token=experts,
-            expert_masks=[m.expert_mask for m in moe_outputs], attention=attention)
+            expert_masks=[m.expert_mask for m in moe_outputs], attention=attention,
+            logits=logits.detach() if return_logits else None)
 
     def moe_layers(self) -> list[DCMoE]:
         return [layer.ffn for layer in self.layers if isinstance(layer.ffn, DCMoE)]

@@ -87,6 +87,8 @@ class StageConfig:
     align_layer: int = 1  # the layer whose attention is guided, scored on validation and drawn
     align_heads: int = 2  # its first heads are guided
     align_sigma: float = 0.2  # width of the diagonal prior, in normalised text/audio position
+    self_feed: float = 0.0  # share of fed-back audio frames replaced by the model's own greedy prediction
+    # (scheduled sampling, train/self_feed.py: one more forward pass per micro-batch); 0 = teacher forcing
     eval_every: int = 100
     eval_batches: int = 4  # validation batches per task group
     log_every: int = 10
@@ -127,6 +129,8 @@ class StageConfig:
             raise _bad("aux_start, aux_end and aux_steps cannot be negative")
         if self.align_weight < 0 or self.align_layer < 0 or self.align_heads < 1 or not self.align_sigma > 0:
             raise _bad("align_weight and align_layer cannot be negative; align_heads and align_sigma must be positive")
+        if not 0 <= self.self_feed <= 1:
+            raise _bad(f"self_feed is a share of the audio frames, in [0, 1], got {self.self_feed}")
         if self.parallel not in PARALLEL:
             raise _bad(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
         if self.expert_parallel < 0 or (self.expert_parallel and self.parallel != "ep"):
@@ -212,6 +216,9 @@ class RecipeConfig:
     max_music_frames: int = 250  # music is trained on random excerpts of this many frames
     moe: MoEShape = field(default_factory=MoEShape)
     backbone_groups: tuple[str, ...] = ()  # task groups of the backbone stage; () = all
+    # a trained dense model's directory the first stage starts from (the backbone, else every specialist):
+    # same shape and codec, its text tokens keep their embeddings (train/warm_start.py); None = fresh weights
+    init: str | None = None
     stages: dict[str, StageConfig] = field(default_factory=_stage_defaults)
     baselines: dict[str, StageConfig] = field(default_factory=dict)
 

@@ -3,7 +3,8 @@
     prepare     build the corpus, train the codec and encode tokens if missing; fit the front-end;
                 a corpus with v2m items gives every model a vision encoder (model/vision.py)
     backbone    (optional) one dense model on `backbone_groups`, the specialists' common start
-                (the paper's specialists all start from the pretrained Qwen2.5-VL backbone)
+                (the paper's specialists all start from the pretrained Qwen2.5-VL backbone); with
+                `init:` the first stage starts from a trained model instead of fresh weights
     specialists one dense model per task group (speech-en, speech-zh, music, v2m: those the corpus
                 has), each on its own (unbalanced) data
     warmup      DCMoE from the specialists (FFN slices -> routed experts, the rest averaged);
@@ -42,6 +43,7 @@ from unimoe_audio.train.config import BASELINES, STAGES, CorpusConfig, RecipeCon
 from unimoe_audio.train.distributed import DistInfo
 from unimoe_audio.train.trainer import Trainer, read_metrics
 from unimoe_audio.train.upcycle import freeze_for_warmup, unfreeze, upcycle
+from unimoe_audio.train.warm_start import warm_start
 
 RUNNABLE = (*STAGES, "baselines", *BASELINES)
 
@@ -195,12 +197,20 @@ def fresh(run: Run, config: UniMoEAudioConfig) -> UniMoEAudioModel:
     return UniMoEAudioModel(config)
 
 
+def first(run: Run) -> UniMoEAudioModel:
+    """Where the first stage starts (the backbone, else each specialist): fresh weights, or those
+    of the recipe's `init` model."""
+    model = fresh(run, run.base)
+    return model if run.recipe.init is None else warm_start(model, run.frontend, run.recipe.init,
+                                                            run.recipe.corpus.codec_dir)
+
+
 def backbone(run: Run) -> UniMoEAudioModel | None:
     """The specialists' common starting point, if the recipe has a backbone stage."""
     if "backbone" not in run.recipe.stages:
         return None
     groups = tuple(g for g in run.groups if g in run.recipe.backbone_groups) or tuple(run.groups)
-    return train_stage(run, "backbone", fresh(run, run.base), run.recipe.stages["backbone"], only=groups)
+    return train_stage(run, "backbone", first(run), run.recipe.stages["backbone"], only=groups)
 
 
 def specialists(run: Run) -> list[UniMoEAudioModel]:
@@ -208,7 +218,7 @@ def specialists(run: Run) -> list[UniMoEAudioModel]:
     done = [finished(run, f"specialists/{g}") for g in run.groups]
     start = backbone(run) if None in done else None
     return [model if model is not None else
-            train_stage(run, f"specialists/{g}", copy.deepcopy(start) if start is not None else fresh(run, run.base),
+            train_stage(run, f"specialists/{g}", copy.deepcopy(start) if start is not None else first(run),
                         replace(stage, steps=stage.group_steps.get(g, stage.steps)), only=(g,))
             for g, model in zip(run.groups, done)]
 

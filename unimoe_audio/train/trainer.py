@@ -48,6 +48,7 @@ from unimoe_audio.train import expert_parallel, sharding
 from unimoe_audio.train.config import StageConfig
 from unimoe_audio.train.distributed import DistInfo, all_sum, all_sum_named, gather_objects
 from unimoe_audio.train.memory import check_training_memory
+from unimoe_audio.train.self_feed import fed_own_predictions
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.(pt|dcp)$")  # a single file (DDP, one process) or FSDP's shards
 
@@ -165,6 +166,9 @@ class Trainer:
         if shape is not None and (config.align_layer >= shape.num_layers or config.align_heads > shape.num_heads):
             raise UniMoEError(f"align_layer {config.align_layer} / align_heads {config.align_heads} do not fit a model of "
                               f"{shape.num_layers} layers and {shape.num_heads} heads")
+        if config.self_feed and not hasattr(shape, "codebook_size"):
+            raise UniMoEError("self_feed needs one of the project's UniMoEAudioModels (it predicts their codes); "
+                              f"this model is a {type(model).__name__}")
         self.device = self.dist.device
         self.fsdp = config.parallel == "fsdp" and self.dist.enabled  # one process: nothing to shard
         self.ep = config.parallel == "ep" and self.dist.enabled
@@ -228,6 +232,10 @@ class Trainer:
             batch = self._to_device(self.collate(examples, np.random.default_rng([self.seed, k, 1])))
             sync = m == c.grad_accum - 1 or not self.dist.enabled or self.fsdp  # FSDP reduce-scatters every micro-batch
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
+                if c.self_feed:  # which frames: keyed by the global micro-batch, like condition dropout
+                    key = int(np.random.default_rng([self.seed, k, 2]).integers(2 ** 62))
+                    frames = torch.Generator(self.device).manual_seed(key)
+                    batch = fed_own_predictions(self.ddp, batch, self.model.config.codebook_size, c.self_feed, frames)
                 out = self.ddp(**batch, aux_weight=weight, attention_layer=c.align_layer if c.align_weight else None)
                 loss = out.loss.float()
                 if c.align_weight:
