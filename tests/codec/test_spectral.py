@@ -215,3 +215,51 @@ def test_the_expected_frames_of_certain_codes_are_those_codes(codec, speech, fra
                          (certain[:, :, :0], "no frames")]:
         with pytest.raises(UniMoEError, match=message):
             stacked.decode_expected(bad)
+
+
+def _chords(seed: int, seconds: float = 3.0, rate: int = 16_000):
+    """Sustained three-note chords, a new one every half second: sounds a speech codec never heard."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(0.5 * rate)) / rate
+    notes = [sum(np.sin(2 * np.pi * 110 * 2 ** (n / 12) * t) for n in rng.choice(36, 3, replace=False))
+             for _ in range(int(seconds / 0.5))]
+    return (0.2 * np.concatenate(notes)).astype(np.float32), rate
+
+
+@pytest.mark.parametrize("quantizer", ["residual", "bands"])
+def test_a_grown_codec_keeps_its_codes_and_codes_the_new_audio_better(speech, quantizer):
+    config = SpectralCodecConfig(num_codebooks=4, codebook_size=64, kmeans_iters=5, quantizer=quantizer)
+    codec = SpectralCodec.train(iter(speech[1:]), config, progress=False)
+    grown = codec.extended(iter([_chords(seed) for seed in range(1, 5)]), 32, progress=False)
+    assert grown.codebook_size == 96 and torch.equal(grown.codebooks[:, :64], codec.codebooks)
+    assert torch.equal(grown.mean, codec.mean) and torch.equal(grown.std, codec.std)
+    assert grown.extends(codec) and codec.extends(codec) and not codec.extends(grown)
+    assert not grown.extends(SpectralCodec.train(iter(speech[1:]), replace(config, seed=1), progress=False))
+    wave, rate = _chords(seed=0)  # chords neither codec trained on
+    codes = grown.encode(wave, rate)
+    assert (codes >= 64).float().mean() > 0.3  # they take the new codes
+    n = min(len(codec.decode(codec.encode(wave, rate))[0]), len(grown.decode(codes)[0]))
+    before = multi_resolution_stft_distance(wave[:n], codec.decode(codec.encode(wave, rate))[0, :n].numpy(), rate)
+    after = multi_resolution_stft_distance(wave[:n], grown.decode(codes)[0, :n].numpy(), rate)
+    assert after < before
+    with pytest.raises(UniMoEError, match="at least one code"):
+        codec.extended(iter(speech[1:]), 0, progress=False)
+
+
+def test_codec_cli_extend(speech, tmp_path):
+    from unimoe_audio.cli.main import main
+    from unimoe_audio.codec import save_audio
+
+    for i, (wave, rate) in enumerate(speech):
+        save_audio(tmp_path / "speech" / f"{i}.wav", wave, rate)
+    for seed in range(3):
+        save_audio(tmp_path / "music" / f"{seed}.wav", *_chords(seed))
+    assert main(["codec", "train", "--audio", str(tmp_path / "speech"), "--out", str(tmp_path / "codec"),
+                 "--codebooks", "2", "--codebook-size", "32", "--quantizer", "bands"]) == 0
+    assert main(["codec", "extend", "--codec", str(tmp_path / "codec"), "--audio", str(tmp_path / "music"),
+                 "--codes", "16", "--out", str(tmp_path / "grown")]) == 0
+    grown = load_codec(tmp_path / "grown")
+    assert grown.codebook_size == 48 and grown.extends(load_codec(tmp_path / "codec"))
+    assert main(["codec", "extend", "--codec", str(tmp_path / "codec"), "--audio", str(tmp_path / "music"),
+                 "--codes", "0", "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

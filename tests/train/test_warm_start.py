@@ -65,3 +65,21 @@ def test_another_codec_or_shape_is_refused_naming_it(corpus, tmp_path):
     _trained(corpus, run, tmp_path / "wider", intermediate_size=run.base.intermediate_size * 2)
     with pytest.raises(UniMoEError, match="another shape"):
         first(run)
+
+
+def test_a_grown_codec_keeps_the_old_codes_rows_and_adds_fresh_ones(corpus, tmp_path):
+    """The corpus's codec extends the model's (here: the model's codec is the corpus's first 12
+    codes of 16): codes keep their embedding and output rows, EOS/PAD/BOS move up with them."""
+    run = _run(corpus, tmp_path / "run", tmp_path / "trained")
+    c = run.codec
+    smaller = SpectralCodec(replace(c.config, codebook_size=12), c.mean, c.std, c.codebooks[:, :12])
+    trained, _ = _trained(corpus, run, tmp_path / "trained", codec=smaller, codebook_size=12)
+    started, initial = first(run), fresh(run, run.base)
+    k, old, new = run.base.num_codebooks, 12 + 3, c.codebook_size + 3
+    for name in ("embed_audio.weight", "head.weight"):
+        was, now, init = (m.state_dict()[name] for m in (trained, started, initial))
+        for book in range(k):
+            assert torch.equal(now[book * new: book * new + 12], was[book * old: book * old + 12])  # codes
+            assert torch.equal(now[book * new + c.codebook_size: (book + 1) * new], was[book * old + 12: (book + 1) * old])
+            assert torch.equal(now[book * new + 12: book * new + c.codebook_size],  # the 4 new codes: fresh
+                               init[book * new + 12: book * new + c.codebook_size])

@@ -32,6 +32,15 @@ def register(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=train)
 
+    x = sub.add_parser("extend", help="grow a trained codec: more codes per codebook, learnt on other audio "
+                                      "(music, another language); its own codes keep their meaning")
+    x.add_argument("--codec", type=Path, required=True, help="the trained codec to grow")
+    x.add_argument("--audio", type=Path, required=True, help="folder of audio files, or a JSONL manifest with an 'audio' field")
+    x.add_argument("--codes", type=int, required=True, help="codes to add to every codebook")
+    x.add_argument("--out", type=Path, required=True)
+    x.add_argument("--max-minutes", type=float, default=60.0, help="use at most this much audio")
+    x.set_defaults(func=extend)
+
     e = sub.add_parser("encode", help="audio file -> codes .npy [K, T]")
     e.add_argument("--codec", type=Path, required=True)
     e.add_argument("input", type=Path)
@@ -71,6 +80,16 @@ def train(args) -> int:
     codec = SpectralCodec.train_on_files(audio_files(args.audio), config, args.max_minutes)
     codec.save_pretrained(args.out)
     print(f"codec saved to {args.out}")
+    return 0
+
+
+def extend(args) -> int:
+    codec = load_codec(args.codec)
+    if not isinstance(codec, SpectralCodec):
+        raise UniMoEError(f"only the built-in spectral codec can grow; {args.codec} holds a {codec.codec_type} codec")
+    grown = codec.extended_on_files(audio_files(args.audio), args.codes, args.max_minutes)
+    grown.save_pretrained(args.out)
+    print(f"codec with {grown.codebook_size} codes per codebook ({codec.codebook_size} + {args.codes}) saved to {args.out}")
     return 0
 
 

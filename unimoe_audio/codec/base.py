@@ -92,6 +92,11 @@ class Codec(ABC):
             h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
+    def extends(self, other: "Codec") -> bool:
+        """Whether every code of `other` means the same sound here (so a model trained on its codes
+        can go on with this codec's): the same codec, or one grown from it (SpectralCodec.extended)."""
+        return self.fingerprint() == other.fingerprint()
+
     def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Validate codes [B, K, T] (or [K, T]) before decoding: shape and value range."""
         codes = torch.as_tensor(codes)

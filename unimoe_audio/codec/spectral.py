@@ -9,7 +9,9 @@ band). Encoding is the same greedy loop for both (a band code's zeros leave the 
 distances equal). Decoding sums the code vectors, maps mel back to a linear magnitude
 spectrogram and recovers phase with fast (momentum) Griffin-Lim. Being a sum, it also decodes a
 distribution over each code (`decode_expected`): the expected vectors, a model's mean prediction
-of the mel frame rather than one draw from it (docs/pretrained.md, session 10).
+of the mel frame rather than one draw from it (docs/pretrained.md, session 10). A trained codec
+can grow (`extended`): more codes per codebook learnt on audio it codes badly, its own codes
+unchanged, so a model trained on them goes on with the grown codec (train/warm_start.py).
 
 `frames_per_step` r > 1 stacks r consecutive mel frames into one code step (Tacotron's reduction
 factor for codec tokens): a step holds K·r codes, codebook k of frame j at index k·r + j, at
@@ -19,7 +21,7 @@ before; the mel resolution, and so the round trip, stays that of 50 frames/s.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -181,48 +183,96 @@ class SpectralCodec(Codec):
               max_frames: int = 200_000, progress: bool = True) -> "SpectralCodec":
         """Learn normalisation and K codebooks (residual or by bands) by k-means from (wave, sample_rate) pairs."""
         config = config or SpectralCodecConfig()
-        mel_basis = torch.from_numpy(librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)).float()
-        window = torch.hann_window(config.n_fft)
-        frames, total = [], 0
-        for wave, rate in waves:
-            f = log_mel(prepare_wave(wave, rate, config.sample_rate), config, mel_basis, window)[0]
-            frames.append(f)
-            total += f.shape[0]
-            if total >= max_frames:
-                break
-        if not frames:
-            raise UniMoEError("no training audio given to the codec")
-        data = torch.cat(frames)[:max_frames]  # [N, M]
-        if data.shape[0] < config.codebook_size:
-            raise UniMoEError(f"codec training needs at least {config.codebook_size} frames "
-                              f"({config.codebook_size / 50:.0f} s of audio) for codebooks of {config.codebook_size}; "
-                              f"got {data.shape[0]}: give more audio or a smaller --codebook-size")
+        data = _log_mels(waves, config, max_frames, config.codebook_size)  # [N, M]
         mean, std = data.mean(0), data.std(0).clamp_min(1e-3)
-        residual = (data - mean) / std
-        gen = torch.Generator().manual_seed(config.seed)
-        books = []
-        stages = tqdm(range(config.num_codebooks), desc="codec k-means", unit="codebook", disable=not progress)
-        bins = np.linspace(0, residual.shape[1], config.num_codebooks + 1).round().astype(int)
-        for k in stages:
-            if config.quantizer == "bands":
-                book = torch.zeros(config.codebook_size, residual.shape[1])
-                book[:, bins[k]: bins[k + 1]] = kmeans(residual[:, bins[k]: bins[k + 1]].contiguous(),
-                                                       config.codebook_size, config.kmeans_iters, gen)
-            else:
-                book = kmeans(residual, config.codebook_size, config.kmeans_iters, gen)
-            residual = residual - book[nearest(residual, book)]
-            books.append(book)
-            stages.set_postfix(residual=f"{residual.square().mean().item():.4f}")
-        return cls(config, mean, std, torch.stack(books))
+        books = _learn_codebooks((data - mean) / std, config, config.codebook_size, progress)
+        return cls(config, mean, std, books)
+
+    def extended(self, waves: Iterable[tuple[np.ndarray, int]], codes: int, max_frames: int = 200_000,
+                 progress: bool = True) -> "SpectralCodec":
+        """This codec with `codes` more codes in every codebook, learnt by k-means on `waves`
+        (audio it codes badly: music, another language). Its own codes keep their ids and vectors,
+        and the normalisation stays, so a model trained on its codes can go on with the grown
+        codec's (`extends`; a recipe's `init:`): encoding picks, for each frame, the nearest of old
+        and new vectors."""
+        if codes < 1:
+            raise UniMoEError(f"a codec is extended by at least one code per codebook, got {codes}")
+        c = self.config
+        data = _log_mels(waves, c, max_frames, codes)
+        books = _learn_codebooks((data - self.mean) / self.std, c, codes, progress, before=self.codebooks)
+        return SpectralCodec(replace(c, codebook_size=c.codebook_size + codes), self.mean, self.std, books)
+
+    def extends(self, other: Codec) -> bool:
+        if not isinstance(other, SpectralCodec):
+            return False
+        size = other.codebook_size
+        return (replace(self.config, codebook_size=size) == other.config and self.codebook_size >= size
+                and torch.equal(self.mean, other.mean) and torch.equal(self.std, other.std)
+                and torch.equal(self.codebooks[:, :size], other.codebooks))
 
     @classmethod
     def train_on_files(cls, files: list[Path], config: SpectralCodecConfig | None = None, max_minutes: float = 60.0,
                        progress: bool = True) -> "SpectralCodec":
         """`train` on audio files read in a seeded random order, up to `max_minutes` of audio."""
         config = config or SpectralCodecConfig()
-        order = np.random.default_rng(config.seed).permutation(len(files))
-        waves = (load_audio(files[i], config.sample_rate) for i in order)
-        return cls.train(waves, config, int(max_minutes * 60 * config.sample_rate / config.hop_length), progress)
+        waves, max_frames = _file_waves(files, config, max_minutes)
+        return cls.train(waves, config, max_frames, progress)
+
+    def extended_on_files(self, files: list[Path], codes: int, max_minutes: float = 60.0,
+                          progress: bool = True) -> "SpectralCodec":
+        """`extended` on audio files read in a seeded random order, up to `max_minutes` of audio."""
+        waves, max_frames = _file_waves(files, self.config, max_minutes)
+        return self.extended(waves, codes, max_frames, progress)
+
+
+def _file_waves(files: list[Path], config: SpectralCodecConfig, max_minutes: float):
+    """(waves of `files` in a seeded random order, the frames `max_minutes` of audio make)."""
+    order = np.random.default_rng(config.seed).permutation(len(files))
+    return ((load_audio(files[i], config.sample_rate) for i in order),
+            int(max_minutes * 60 * config.sample_rate / config.hop_length))
+
+
+def _log_mels(waves: Iterable[tuple[np.ndarray, int]], config: SpectralCodecConfig, max_frames: int,
+              codes: int) -> torch.Tensor:
+    """Log-mel frames [N, M] of `waves`, at most `max_frames`, enough for k-means of `codes` centres."""
+    mel_basis = torch.from_numpy(librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)).float()
+    window = torch.hann_window(config.n_fft)
+    frames, total = [], 0
+    for wave, rate in waves:
+        f = log_mel(prepare_wave(wave, rate, config.sample_rate), config, mel_basis, window)[0]
+        frames.append(f)
+        total += f.shape[0]
+        if total >= max_frames:
+            break
+    if not frames:
+        raise UniMoEError("no training audio given to the codec")
+    data = torch.cat(frames)[:max_frames]
+    if data.shape[0] < codes:
+        raise UniMoEError(f"codec training needs at least {codes} frames ({codes / 50:.0f} s of audio) for {codes} codes "
+                          f"per codebook; got {data.shape[0]}: give more audio or fewer codes (--codebook-size)")
+    return data
+
+
+def _learn_codebooks(residual: torch.Tensor, config: SpectralCodecConfig, codes: int, progress: bool,
+                     before: torch.Tensor | None = None) -> torch.Tensor:
+    """K codebooks [K, C, M] of `codes` k-means centres each on normalised frames [N, M]: codebook k
+    clusters what codebooks < k left over (residual), or the k-th run of mel bins (bands, zero
+    elsewhere). With `before` [K, C0, M], codebook k is before[k] followed by its new centres, and
+    what it leaves over is measured with all of them."""
+    gen = torch.Generator().manual_seed(config.seed)
+    books = []
+    stages = tqdm(range(config.num_codebooks), desc="codec k-means", unit="codebook", disable=not progress)
+    bins = np.linspace(0, residual.shape[1], config.num_codebooks + 1).round().astype(int)
+    for k in stages:
+        cols = slice(bins[k], bins[k + 1]) if config.quantizer == "bands" else slice(None)
+        book = torch.zeros(codes, residual.shape[1])
+        book[:, cols] = kmeans(residual[:, cols].contiguous(), codes, config.kmeans_iters, gen)
+        if before is not None:
+            book = torch.cat([before[k], book])
+        residual = residual - book[nearest(residual, book)]
+        books.append(book)
+        stages.set_postfix(residual=f"{residual.square().mean().item():.4f}")
+    return torch.stack(books)
 
 
 def log_mel(x: torch.Tensor, config: SpectralCodecConfig, mel_basis: torch.Tensor, window: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,12 @@ speak more than it did.
 
 A new language or task needs new text tokens, so the run's front-end is fitted on its own corpus
 and its vocabulary can grow: every token the trained model knew keeps its embedding row (matched
-by the token, not by its id), and tokens it never saw start from the usual initialisation. All
-other weights are taken as they are, so the transformer's shape, its delay pattern and its codec
-must be the run's: codes of another codec would mean other sounds.
+by the token, not by its id), and tokens it never saw start from the usual initialisation. Music
+may need new sounds as well: the run's codec may be the model's grown by more codes per codebook
+(`SpectralCodec.extended`), whose audio embedding and output rows start fresh while the old codes
+and EOS/PAD/BOS keep theirs. Codes of any other codec would mean other sounds and are refused.
+All other weights are taken as they are, so the transformer's shape and delay pattern must be
+the run's.
 """
 
 from __future__ import annotations
@@ -15,19 +18,24 @@ from pathlib import Path
 
 import torch
 
+from unimoe_audio.codec import load_codec
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.pipeline import load_model
 from unimoe_audio.model.transformer import UniMoEAudioModel
 
 TEXT_EMBEDDING = "embed_text.weight"
+AUDIO_ROWS = ("embed_audio.weight", "head.weight")  # [K · V, D]: codebook k's codes, then EOS, PAD, BOS
+MATCHED = (TEXT_EMBEDDING, *AUDIO_ROWS)
 
 
-def same_codec(a: Path, b: Path) -> bool:
-    """Whether two codec directories hold the same files, byte for byte."""
-    files = sorted(p.name for p in a.iterdir() if p.is_file()) if a.is_dir() else []
-    return bool(files) and files == sorted(p.name for p in b.iterdir() if p.is_file()) and all(
-        (a / f).read_bytes() == (b / f).read_bytes() for f in files)
+def audio_rows(codebooks: int, before: int, after: int, specials: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows in the grown layout, rows in the old) of every code and special of a model whose
+    codebooks had `before` codes and have `after`: code c keeps id c, the specials move up."""
+    ids = torch.arange(before + specials)
+    moved = torch.where(ids < before, ids, ids + after - before)
+    new = torch.cat([k * (after + specials) + moved for k in range(codebooks)])
+    return new, torch.cat([k * (before + specials) + ids for k in range(codebooks)])
 
 
 @torch.no_grad()
@@ -35,9 +43,10 @@ def warm_start(model: UniMoEAudioModel, frontend: TextFrontend, init: str | Path
     """`model` (fresh, the run's shape, for `frontend`) with the weights of the model saved at `init`."""
     init = Path(init)
     source, known = load_model(init)
-    if not same_codec(init / "codec", codec_dir):
-        raise UniMoEError(f"init: the model at {init} was trained with the codec in {init / 'codec'}, not with this corpus's "
-                          f"codec at {codec_dir}; copy its codec there before the corpus's tokens are made")
+    if not load_codec(codec_dir).extends(load_codec(init / "codec")):
+        raise UniMoEError(f"init: the model at {init} was trained with the codec in {init / 'codec'}, and this corpus's "
+                          f"codec at {codec_dir} is neither that codec nor one grown from it (`unimoe-audio codec "
+                          "extend`); copy or grow that codec there before the corpus's tokens are made")
     if source.config.ffn != "dense":
         raise UniMoEError(f"init: the model at {init} is a DCMoE; a run starts from a dense model (a backbone or specialist)")
     if source.config.delays != model.config.delays:
@@ -45,16 +54,21 @@ def warm_start(model: UniMoEAudioModel, frontend: TextFrontend, init: str | Path
                           f"{list(model.config.delays)}")
     theirs, ours = source.state_dict(), model.state_dict()
     wrong = [f"{k} {list(v.shape)} (the run's {list(ours[k].shape)})" for k, v in theirs.items()
-             if k in ours and k != TEXT_EMBEDDING and v.shape != ours[k].shape]
+             if k in ours and k not in MATCHED and v.shape != ours[k].shape]
     if wrong:
         raise UniMoEError(f"init: the model at {init} has another shape than the recipe's model: {'; '.join(wrong[:4])}")
-    ours.update({k: v for k, v in theirs.items() if k in ours and k != TEXT_EMBEDDING})
+    ours.update({k: v for k, v in theirs.items() if k in ours and k not in MATCHED})
     rows = [(i, known.ids[token]) for i, token in enumerate(frontend.vocab) if token in known.ids]
     new, old = (torch.tensor(ix) for ix in zip(*rows))
     ours[TEXT_EMBEDDING][new] = theirs[TEXT_EMBEDDING][old]
+    before, after = source.config.codebook_size, model.config.codebook_size
+    new, old = audio_rows(model.config.num_codebooks, before, after, source.config.audio_vocab_size - before)
+    for key in AUDIO_ROWS:
+        ours[key][new] = theirs[key][old]
     model.load_state_dict(ours)
     fresh = [k for k in ours if k not in theirs] + ([f"{len(frontend) - len(rows)} new text tokens"]
                                                     if len(rows) < len(frontend) else [])
+    fresh += [f"{after - before} new codes per codebook"] if after > before else []
     dropped = [k for k in theirs if k not in ours]
     if fresh or dropped:
         print(f"note: init from {init}: starting afresh: {', '.join(fresh) or 'nothing'}; "
