@@ -50,8 +50,17 @@ def test_the_sources_hold_every_sentence_a_size_asks_for(size):
         texts = [i["text"].lower() for i in items if i["language"] == language]
         assert len(texts) == count and len(set(texts)) == count
     english = [i for i in items if i["language"] == "en"]
-    wordnet = sum(i["source"] == "wordnet" for i in english)
-    assert wordnet == round(SIZES[size].wordnet_share * len(english))
+    if SIZES[size].extends is None:
+        wordnet = sum(i["source"] == "wordnet" for i in english)
+        assert wordnet == round(SIZES[size].wordnet_share * len(english))
+    else:  # the extended size's English, item for item (so its held-out sentences stay held out), then training
+        base = [(i["id"], i["text"], i["speaker"], i["split"]) for i in plan(SIZES[size].extends, 0)
+                if i["task"] == "tts" and i["language"] == "en"]
+        assert [(i["id"], i["text"], i["speaker"], i["split"]) for i in english[:len(base)]] == base
+        assert {i["split"] for i in english[len(base):]} == {"train"}
+    for group in ("speech-en", "speech-zh", "music"):
+        for split in ("validation", "test"):
+            assert sum(i["group"] == group and i["split"] == split for i in plan(size, 0)) >= SIZES[size].held_out_min
 
 
 @pytest.fixture(scope="module")

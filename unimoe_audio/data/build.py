@@ -47,6 +47,10 @@ class CorpusSize:
     judged: int  # test recordings per language the judges score for the report (the ceiling, eval/ceiling.py)
     video_share: float  # of the music clips that also get a video (and a v2m item)
     wordnet_share: float = WORDNET_SHARE  # of the English sentences (fortunes holds ~11k, WordNet ~42k)
+    held_out_min: int = 2  # items of each group in validation and in test, at least
+    # English: this size's English items (ids, voices and splits kept), then the sources' other
+    # sentences in a seeded order, all for training, up to speech_en in all (`_more_english`)
+    extends: str | None = None
 
 
 SIZES = {
@@ -59,10 +63,12 @@ SIZES = {
     # built (and its model's training started) before v2m existed, and a rebuild must not change it.
     "large": CorpusSize(speech_en=15000, speech_zh=5000, clone_fraction=0.2, music=1000, held_out=0.02, judged=40,
                         video_share=0.0),
-    # Nearly every sentence the sources hold: a model trained on the 9000 English sentences of `large` learnt
-    # them rather than English, and 24000 more lowered its validation loss at once (docs/pretrained.md, session 10).
-    "xl": CorpusSize(speech_en=50000, speech_zh=15000, clone_fraction=0.2, music=1000, held_out=0.01, judged=40,
-                     video_share=0.0, wordnet_share=0.8),
+    # Every English sentence the sources hold: a model trained on the 9000 English sentences of `large` learnt
+    # them rather than English, and more lowered its validation loss at once (docs/pretrained.md, sessions 10-11).
+    # Its English is `large`'s plus the rest, so a model trained on `large` is tested on the same held-out
+    # sentences; at least 20 held-out items per group, enough for `unimoe-audio eval --per-task 20`.
+    "xl": CorpusSize(speech_en=53492, speech_zh=15000, clone_fraction=0.2, music=1000, held_out=0.01, judged=40,
+                     video_share=0.0, held_out_min=20, extends="large"),
 }
 
 
@@ -92,6 +98,28 @@ def _sentences(rng: random.Random, count: int, sources: dict[str, float]) -> lis
     return chosen
 
 
+def _more_english(taken: list[str], seed: int) -> list[tuple[int, str, str]]:
+    """(index, text, source) of every English sentence of the sources not in `taken`, each text
+    once, in a seeded order; the index is its place in that order, which names its item. (Seed 0's
+    order is the one the shipped model's extra sentences were rendered in.)"""
+    used = {t.lower() for t in taken}
+    pool = [(t, src) for src in ("fortunes", "wordnet") for t in sentences(src) if t.lower() not in used]
+    random.Random(f"{seed}-extra-en" if seed else "extra-en").shuffle(pool)
+    out = []
+    for i, (text, source) in enumerate(pool):
+        if text.lower() not in used:
+            used.add(text.lower())
+            out.append((i, text, source))
+    return out
+
+
+def _speech_item(item_id: str, language: str, text: str, source: str, speaker, split: str) -> dict:
+    return {"id": item_id, "task": "tts", "group": f"speech-{language}", "language": language, "text": text,
+            "caption": None, "speaker": speaker.id, "source": source,
+            "licence": "; ".join(filter(None, (TEXT_LICENCES[source], speaker.base.licence))), "split": split,
+            "render": {"kind": "speech", "speaker": speaker}}
+
+
 def _round_robin(rng: random.Random) -> list[tuple]:
     """Compositions of every source, shuffled within a source and interleaved across sources, so
     the large folk collections do not crowd out the few quartet movements."""
@@ -113,18 +141,22 @@ def plan(size: str, seed: int, extra_voices: bool = False) -> list[dict]:
     # Each group draws from its own stream, so one group's size never changes another's items.
     for language, count, rng in (("en", s.speech_en, random.Random(seed)), ("zh", s.speech_zh, random.Random(f"{seed}-zh"))):
         voices = speakers(language, extra_voices)
+        if language == "en" and s.extends:
+            base = [item for item in plan(s.extends, seed, extra_voices) if item["group"] == "speech-en"]
+            more = _more_english([item["text"] for item in base], seed)[: count - len(base)]
+            if len(base) + len(more) < count:
+                raise UniMoEError(f"the sources hold {len(base) + len(more)} English sentences, {count} needed")
+            items += base + [_speech_item(f"enx-{i:05d}", "en", text, source, voices[i % len(voices)], "train")
+                             for i, text, source in more]
+            continue
         for i, (text, source) in enumerate(_sentences(rng, count, text_sources[language])):
-            speaker = voices[i % len(voices)]
-            items.append({"id": f"{language}-{i:05d}", "task": "tts", "group": f"speech-{language}", "language": language,
-                          "text": text, "caption": None, "speaker": speaker.id, "source": source,
-                          "licence": "; ".join(filter(None, (TEXT_LICENCES[source], speaker.base.licence))),
-                          "split": split_of(i, count, s.held_out),
-                          "render": {"kind": "speech", "speaker": speaker}})
+            items.append(_speech_item(f"{language}-{i:05d}", language, text, source, voices[i % len(voices)],
+                                      split_of(i, count, s.held_out, s.held_out_min)))
     # Oversample candidates: some scores fail to parse or are too short; the first `music` that render are kept.
     videos = random.Random(f"{seed}-video")  # its own stream: the share of videos changes no other choice
     for i, (src, path, num) in enumerate(_round_robin(random.Random(f"{seed}-music"))[: s.music * 2]):
         items.append({"id": f"music-{i:05d}", "task": "t2m", "group": "music", "language": None, "text": None,
-                      "speaker": None, "licence": MUSIC_LICENCE, "split": split_of(i, s.music, s.held_out),
+                      "speaker": None, "licence": MUSIC_LICENCE, "split": split_of(i, s.music, s.held_out, s.held_out_min),
                       "render": {"kind": "music", "source": src, "path": path, "number": num, "seed": seed * 100_003 + i,
                                  "video": videos.random() < s.video_share}})
     return items
@@ -221,7 +253,7 @@ def build(out: Path, size: str = "tiny", seed: int = 0, workers: int = 2, progre
         if item["task"] == "t2m":
             if music_kept >= target_music:
                 continue
-            item["split"] = split_of(music_kept, target_music, SIZES[size].held_out)
+            item["split"] = split_of(music_kept, target_music, SIZES[size].held_out, SIZES[size].held_out_min)
             music_kept += 1
         entry = {k: v for k, v in item.items() if k != "render"}
         entry.update(extra, audio=f"audio/{item['id']}.wav")
