@@ -249,7 +249,7 @@ def _log_mels(waves: Iterable[tuple[np.ndarray, int]], config: SpectralCodecConf
     data = torch.cat(frames)[:max_frames]
     if data.shape[0] < codes:
         raise UniMoEError(f"codec training needs at least {codes} frames ({codes / 50:.0f} s of audio) for {codes} codes "
-                          f"per codebook; got {data.shape[0]}: give more audio or fewer codes (--codebook-size)")
+                          f"per codebook; got {data.shape[0]}: give more audio or fewer codes per codebook")
     return data
 
 
