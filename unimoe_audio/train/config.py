@@ -216,8 +216,9 @@ class RecipeConfig:
     max_music_frames: int = 250  # music is trained on random excerpts of this many frames
     moe: MoEShape = field(default_factory=MoEShape)
     backbone_groups: tuple[str, ...] = ()  # task groups of the backbone stage; () = all
-    # a trained dense model's directory the first stage starts from (the backbone, else every specialist):
-    # same shape and codec, its text tokens keep their embeddings (train/warm_start.py); None = fresh weights
+    # a trained dense model's directory the first stage starts from (the backbone, else every specialist): same
+    # shape, the corpus's codec its codec or one grown from it; its tokens and codes keep their embeddings
+    # (train/warm_start.py); None = fresh weights
     init: str | None = None
     stages: dict[str, StageConfig] = field(default_factory=_stage_defaults)
     baselines: dict[str, StageConfig] = field(default_factory=dict)

@@ -209,6 +209,8 @@ def backbone(run: Run) -> UniMoEAudioModel | None:
     """The specialists' common starting point, if the recipe has a backbone stage."""
     if "backbone" not in run.recipe.stages:
         return None
+    if (done := finished(run, "backbone")) is not None:
+        return done
     groups = tuple(g for g in run.groups if g in run.recipe.backbone_groups) or tuple(run.groups)
     return train_stage(run, "backbone", first(run), run.recipe.stages["backbone"], only=groups)
 
