@@ -4,12 +4,17 @@ Prints audio+text positions per second for forward+backward+AdamW, the FLOP/s th
 (6 × active non-embedding parameters per position, plus attention) and its fraction of this
 CPU's fp32 peak (measured in the same run with a large matmul), and the DCMoE/dense ratio.
 Synthetic sequences with the tiny corpus's shape: batch 8, speech ~250 frames, music 150.
+`--shipped` measures the shipped model's dense shape instead (6 × 256, 32 codebooks at delay 0:
+8 bands × 4 frames per step) with codebooks of 256, 512 and 1024 codes (a codec grown for
+Mandarin and music, `codec extend`) and with `self_feed` (scheduled sampling's extra pass), as
+ratios to 256 codes without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -17,6 +22,7 @@ import torch
 from unimoe_audio.codec import DelayPattern
 from unimoe_audio.data import Example
 from unimoe_audio.model import FrontendPrompts, SequenceCollator, TextFrontend, UniMoEAudioConfig, UniMoEAudioModel
+from unimoe_audio.train.self_feed import fed_own_predictions
 
 TEXTS = {"en": "The birch canoe slid on the smooth planks.", "zh": "今天天气很好"}
 
@@ -56,15 +62,17 @@ def active_params(model: UniMoEAudioModel, experts_per_token: float | None) -> f
     return total + model.head.weight.numel()
 
 
-def measure(config: UniMoEAudioConfig, data: dict, steps: int) -> tuple[float, float]:
+def measure(config: UniMoEAudioConfig, data: dict, steps: int, self_feed: float = 0.0) -> tuple[float, float]:
     torch.manual_seed(0)
     model = UniMoEAudioModel(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     positions = int((~data["pad_mask"]).sum())
     experts = []
+    frames = torch.Generator().manual_seed(0)
 
     def step():
-        out = model(**data, aux_weight=0.01)
+        fed = fed_own_predictions(model, data, config.codebook_size, self_feed, frames)
+        out = model(**fed, aux_weight=0.01)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -81,9 +89,25 @@ def measure(config: UniMoEAudioConfig, data: dict, steps: int) -> tuple[float, f
     return rate, rate * (6 * active_params(model, e) + attn)
 
 
+def shipped(frontend: TextFrontend, rng: np.random.Generator, steps: int) -> None:
+    base = UniMoEAudioConfig.preset("small", intermediate_size=1024, num_codebooks=32, delays=(0,) * 32,
+                                    text_vocab_size=len(frontend)).dense()
+    print("| codes per codebook | self_feed | positions/s | throughput relative to 256 codes, no self_feed |")
+    print("|---|---|---|---|")
+    baseline = None
+    for size in (256, 512, 1024):
+        config = replace(base, codebook_size=size)
+        data = batch(frontend, DelayPattern(config.delays, size), rng, size=16)
+        for share in (0.0, 0.5):
+            rate, _ = measure(config, data, steps, share)
+            baseline = baseline or rate
+            print(f"| {size} | {share} | {rate:,.0f} | {rate / baseline:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--shipped", action="store_true", help="the shipped shape: output layer size and self_feed")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     steps = 3 if args.quick else 10
@@ -92,6 +116,8 @@ def main() -> None:
     frontend = TextFrontend(sorted(set("".join(TEXTS.values()) + "abcdefghijklmnopqrstuvwxyz ɪəɛæʊðθŋʃʒɹɚˈˌː12345")),
                             ["en_a", "zh_a"])
     rng = np.random.default_rng(0)
+    if args.shipped:
+        return shipped(frontend, rng, steps)
     print("| preset | FFN | positions/s | GFLOP/s | share of peak | DCMoE / dense throughput |")
     print("|---|---|---|---|---|---|")
     for preset in ("tiny", "small"):
