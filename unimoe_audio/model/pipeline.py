@@ -317,8 +317,11 @@ class UniMoEAudio:
         config = config or GenerationConfig()
         self.check_output(config)
         audio = AudioChunks(self, chunk_frames, context_frames)
+        mine = []  # output "expected": this request's distributions, one [K, C] per step
         for frames, eos_at, probs in self.generator.steps([request], config):
-            wave = audio.push(frames[0], int(eos_at[0]), None if probs is None else [p[0] for p in probs])
+            if probs is not None:
+                mine.append(probs[-1][0])
+            wave = audio.push(frames[0], int(eos_at[0]), None if probs is None else mine)
             if wave is not None:
                 yield wave
             if audio.finished:

@@ -201,8 +201,7 @@ def first(run: Run) -> UniMoEAudioModel:
     """Where the first stage starts (the backbone, else each specialist): fresh weights, or those
     of the recipe's `init` model."""
     model = fresh(run, run.base)
-    return model if run.recipe.init is None else warm_start(model, run.frontend, run.recipe.init,
-                                                            run.recipe.corpus.codec_dir)
+    return model if run.recipe.init is None else warm_start(model, run.frontend, run.recipe.init, run.codec)
 
 
 def backbone(run: Run) -> UniMoEAudioModel | None:

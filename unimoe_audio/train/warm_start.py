@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from unimoe_audio.codec import load_codec
+from unimoe_audio.codec import Codec, load_codec
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model.frontend import TextFrontend
 from unimoe_audio.model.pipeline import load_model
@@ -39,14 +39,15 @@ def audio_rows(codebooks: int, before: int, after: int, specials: int) -> tuple[
 
 
 @torch.no_grad()
-def warm_start(model: UniMoEAudioModel, frontend: TextFrontend, init: str | Path, codec_dir: Path) -> UniMoEAudioModel:
-    """`model` (fresh, the run's shape, for `frontend`) with the weights of the model saved at `init`."""
+def warm_start(model: UniMoEAudioModel, frontend: TextFrontend, init: str | Path, codec: Codec) -> UniMoEAudioModel:
+    """`model` (fresh, the run's shape, for `frontend` and `codec`, the corpus's) with the weights
+    of the model saved at `init`."""
     init = Path(init)
     source, known = load_model(init)
-    if not load_codec(codec_dir).extends(load_codec(init / "codec")):
-        raise UniMoEError(f"init: the model at {init} was trained with the codec in {init / 'codec'}, and this corpus's "
-                          f"codec at {codec_dir} is neither that codec nor one grown from it (`unimoe-audio codec "
-                          "extend`); copy or grow that codec there before the corpus's tokens are made")
+    if not codec.extends(load_codec(init / "codec")):
+        raise UniMoEError(f"init: the model at {init} was trained with the codec in {init / 'codec'}, and the corpus's "
+                          "codec is neither that codec nor one grown from it (`unimoe-audio codec extend`); copy or "
+                          "grow that codec into the corpus (or corpus.codec) before the corpus's tokens are made")
     if source.config.ffn != "dense":
         raise UniMoEError(f"init: the model at {init} is a DCMoE; a run starts from a dense model (a backbone or specialist)")
     if source.config.delays != model.config.delays:
