@@ -10,7 +10,7 @@ from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import (DEFAULT_MODEL, IGNORE, FrontendPrompts, KVCache, SequenceCollator, UniMoEAudioConfig, UniMoEAudioModel, load_model,
                                 save_model)
 from unimoe_audio.model import pipeline
-from unimoe_audio.model.frontend import english_ipa, mandarin_pinyin
+from unimoe_audio.model.frontend import TextFrontend, english_ipa, mandarin_pinyin, phonemize
 
 from .conftest import K, tiny_config
 
@@ -44,6 +44,17 @@ def test_front_end_uses_phonemes_and_pinyin(frontend):
         frontend.speaker("nobody")
     with pytest.raises(UniMoEError, match="empty"):
         frontend.speech_text("   ", "en")
+
+
+def test_fit_reads_every_text_prompt_and_caption_and_names_a_bad_one():
+    from .conftest import ENTRIES
+    fitted = TextFrontend.fit(ENTRIES)
+    for e in ENTRIES:
+        spoken = [phonemize(e[k], e["language"]) for k in ("text", "prompt_text") if e.get(k)]
+        assert all(ch in fitted.ids for text in [*spoken, (e.get("caption") or "").lower()] for ch in text)
+    assert "ɡ" in fitted.ids and "3" in fitted.ids  # only in "glue" (a prompt text); a pinyin tone
+    with pytest.raises(UniMoEError, match="abc"):
+        TextFrontend.fit([*ENTRIES, {"task": "tts", "language": "zh", "text": "你好abc", "speaker": "zh_m1"}])
 
 
 def test_loss_covers_audio_targets_only(frontend, examples):

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import string
 import subprocess
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from unimoe_audio.data.schema import LANGUAGES
@@ -94,12 +96,13 @@ class TextFrontend:
     def fit(cls, entries: list[dict]) -> "TextFrontend":
         """Vocabulary from corpus manifest entries (their texts, captions and speakers)."""
         seen = set(BASE_SYMBOLS)
+        spoken = {(e[key], e["language"]) for e in entries for key in ("text", "prompt_text") if e.get(key)}
+        # One espeak-ng process per English sentence: mostly waiting, so threads run them side by side.
+        with ThreadPoolExecutor(max_workers=4 * (os.cpu_count() or 1)) as pool:
+            for phonemes in pool.map(lambda pair: phonemize(*pair), sorted(spoken)):
+                seen.update(phonemes)
         speakers: dict[str, set[str]] = {}
         for e in entries:
-            if e.get("text"):
-                seen.update(phonemize(e["text"], e["language"]))
-            if e.get("prompt_text"):
-                seen.update(phonemize(e["prompt_text"], e["language"]))
             if e.get("caption"):
                 seen.update(e["caption"].lower())
             if e.get("speaker"):
