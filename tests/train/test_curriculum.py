@@ -5,12 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 import yaml
 
-from unimoe_audio.codec import load_codec
+from unimoe_audio.codec import SpectralCodec, load_codec
+from unimoe_audio.data import TokenDataset
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import GenerationConfig, UniMoEAudio
 from unimoe_audio.train.config import StageConfig, recipe_from_dict
@@ -359,3 +361,23 @@ def test_a_codec_with_two_frames_per_step_trains_and_speaks_at_25_steps_per_seco
     assert len(wave) == (2 * 10 - 1) * 320  # ten steps of two 20 ms frames
     with pytest.raises(UniMoEError, match="corpus.frames_per_step must be at least 1"):
         recipe_from_dict({**stacked, "corpus": {"path": str(tmp_path / "c"), "frames_per_step": 0}})
+
+
+def test_a_grown_codec_keeps_the_first_groups_codes_and_adds_the_grow_groups(corpus, tmp_path):
+    shutil.copytree(corpus, tmp_path / "c", ignore=shutil.ignore_patterns("tokens", "codec"))
+    grown = recipe_dict(tmp_path / "c", tmp_path / "run")
+    grown["corpus"].update(codebooks=4, codebook_size=16, quantizer="bands", grow_codes=8,
+                           grow_groups=["speech-zh", "music"])
+    run = prepare(recipe_from_dict(grown), DistInfo(), progress=False)
+    assert run.codec.codebook_size == run.base.codebook_size == 24
+    entries = [json.loads(line) for line in (tmp_path / "c" / "train.jsonl").read_text().splitlines()]
+    english = [tmp_path / "c" / e["audio"] for e in entries if e["group"] not in ("speech-zh", "music")]
+    alone = SpectralCodec.train_on_files(english, replace(run.codec.config, codebook_size=16), 10.0, progress=False)
+    assert run.codec.extends(alone)  # the first 16 codes are those the other groups teach, kept as they were
+    tokens = TokenDataset(tmp_path / "c" / "tokens", "train")
+    zh = [tokens[i].codes for i in range(len(tokens)) if tokens[i].meta["group"] == "speech-zh"]
+    assert any((codes >= 16).any() for codes in zh)  # Mandarin is coded with the new codes too
+    for bad, match in (({"grow_codes": 8}, "go together"), ({"grow_groups": ["music"]}, "go together"),
+                       ({"grow_codes": 8, "grow_groups": ["klingon"]}, "unknown task group")):
+        with pytest.raises(UniMoEError, match=match):
+            recipe_from_dict({**grown, "corpus": {"path": str(tmp_path / "c"), **bad}})

@@ -77,11 +77,16 @@ def test_a_share_replaces_whole_frames_drawn_by_the_generator(run):
 
 def test_a_stage_with_self_feed_trains_on_other_inputs_and_is_checked(run, tmp_path):
     losses = {}
-    for share in (0.0, 1.0):
-        config = StageConfig(steps=1, lr=1e-3, batch_size=4, self_feed=share, eval_every=5, checkpoint_every=5)
-        trainer = Trainer(fresh(run, run.base), config, run.train_set, run.collate, tmp_path / str(share), seed=0,
-                          progress=False)
-        losses[share] = trainer.train_step()["loss"]
-    assert losses[0.0] != losses[1.0]  # same weights and batch: only the fed-back frames differ
+    for share, start in ((0.0, 0.0), (1.0, 0.0), (1.0, 0.5)):
+        config = StageConfig(steps=2, lr=1e-3, batch_size=4, self_feed=share, self_feed_start=start, eval_every=5,
+                             checkpoint_every=5)
+        trainer = Trainer(fresh(run, run.base), config, run.train_set, run.collate, tmp_path / f"{share}-{start}",
+                          seed=0, progress=False)
+        losses[share, start] = [trainer.train_step()["loss"] for _ in range(2)]
+    assert losses[0.0, 0.0][0] != losses[1.0, 0.0][0]  # same weights and batch: only the fed-back frames differ
+    assert losses[1.0, 0.5][0] == losses[0.0, 0.0][0]  # teacher-forced for the first half of the steps,
+    assert losses[1.0, 0.5][1] != losses[0.0, 0.0][1]  # self-fed from it on
     with pytest.raises(UniMoEError, match="self_feed"):
         StageConfig(self_feed=1.5)
+    with pytest.raises(UniMoEError, match="self_feed_start"):
+        StageConfig(self_feed=0.5, self_feed_start=1.0)

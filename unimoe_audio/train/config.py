@@ -89,6 +89,8 @@ class StageConfig:
     align_sigma: float = 0.2  # width of the diagonal prior, in normalised text/audio position
     self_feed: float = 0.0  # share of fed-back audio frames replaced by the model's own greedy prediction
     # (scheduled sampling, train/self_feed.py: one more forward pass per micro-batch); 0 = teacher forcing
+    self_feed_start: float = 0.0  # share of the steps taught teacher-forced before self_feed starts (a model must
+    # first predict something worth feeding back); a share, like warmup_ratio, so it fits every group_steps
     eval_every: int = 100
     eval_batches: int = 4  # validation batches per task group
     log_every: int = 10
@@ -131,6 +133,8 @@ class StageConfig:
             raise _bad("align_weight and align_layer cannot be negative; align_heads and align_sigma must be positive")
         if not 0 <= self.self_feed <= 1:
             raise _bad(f"self_feed is a share of the audio frames, in [0, 1], got {self.self_feed}")
+        if not 0 <= self.self_feed_start < 1:
+            raise _bad(f"self_feed_start is the share of the steps before self_feed starts, in [0, 1), got {self.self_feed_start}")
         if self.parallel not in PARALLEL:
             raise _bad(f"parallel must be one of {PARALLEL}, got {self.parallel!r}")
         if self.expert_parallel < 0 or (self.expert_parallel and self.parallel != "ep"):
@@ -159,8 +163,21 @@ class CorpusConfig:
     codec_minutes: float = 10.0
     quantizer: str = "residual"  # or "bands" (codec/spectral.py); like codebooks, used only when training the codec
     frames_per_step: int = 1  # mel frames per code step (codec/spectral.py); likewise
+    # > 0: the codec learns its codebook_size codes from the groups outside grow_groups only, then grows by
+    # grow_codes codes per codebook learnt on grow_groups' audio (SpectralCodec.extended), grow_minutes of it
+    grow_codes: int = 0
+    grow_groups: tuple[str, ...] = ()
+    grow_minutes: float = 30.0
 
     def __post_init__(self) -> None:
+        self.grow_groups = tuple(self.grow_groups)
+        unknown = set(self.grow_groups) - set(TASK_GROUPS)
+        if unknown:
+            raise _bad(f"unknown task group(s) {sorted(unknown)} in corpus.grow_groups; known: {list(TASK_GROUPS)}")
+        if self.grow_codes < 0 or bool(self.grow_codes) != bool(self.grow_groups) or not self.grow_minutes > 0:
+            raise _bad("corpus.grow_codes (codes per codebook, positive) and corpus.grow_groups (the task groups whose "
+                       "audio teaches them) go together, and corpus.grow_minutes must be positive; got "
+                       f"grow_codes {self.grow_codes}, grow_groups {list(self.grow_groups)}, grow_minutes {self.grow_minutes}")
         if self.quantizer not in QUANTIZERS:
             raise _bad(f"corpus.quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if self.codebooks <= 0 or self.codebook_size <= 1:

@@ -90,10 +90,7 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
             build(corpus, c.size, c.seed, progress=progress)
         manifests = {split: read_manifest(corpus / f"{split}.jsonl") for split in SPLITS}  # every line checked first
         if not (c.codec_dir / "config.json").is_file():
-            files = [corpus / e["audio"] for e in manifests["train"]]
-            config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed,
-                                         quantizer=c.quantizer, frames_per_step=c.frames_per_step)
-            SpectralCodec.train_on_files(files, config, c.codec_minutes, progress).save_pretrained(c.codec_dir)
+            train_codec(corpus, manifests["train"], c, progress).save_pretrained(c.codec_dir)
         codec = load_codec(c.codec_dir)
         note_codec(codec, c)
         encode_corpus(corpus, codec, progress=progress, workers=os.cpu_count() or 1)
@@ -113,6 +110,22 @@ def prepare(recipe: RecipeConfig, dist: DistInfo, progress: bool = True) -> Run:
     return Run(recipe, out, codec, frontend, base, train_set, TokenDataset(tokens, "validation"), collate, dist, progress)
 
 
+def train_codec(corpus: Path, entries: list[dict], c: CorpusConfig, progress: bool) -> SpectralCodec:
+    """The corpus's codec, learnt on its training audio; with `grow_codes`, on the groups outside
+    `grow_groups`, then grown by codes learnt on theirs (the first groups' codes stay theirs)."""
+    config = SpectralCodecConfig(num_codebooks=c.codebooks, codebook_size=c.codebook_size, seed=c.seed,
+                                 quantizer=c.quantizer, frames_per_step=c.frames_per_step)
+    base = [corpus / e["audio"] for e in entries if e["group"] not in c.grow_groups]
+    more = [corpus / e["audio"] for e in entries if e["group"] in c.grow_groups]
+    if not base:
+        raise UniMoEError(f"the codec learns from the training audio outside corpus.grow_groups "
+                          f"{list(c.grow_groups)}, and {corpus} has none")
+    if c.grow_codes and not more:
+        raise UniMoEError(f"corpus.grow_groups {list(c.grow_groups)} have no training audio in {corpus} to grow the codec on")
+    codec = SpectralCodec.train_on_files(base, config, c.codec_minutes, progress)
+    return codec.extended_on_files(more, c.grow_codes, c.grow_minutes, progress) if c.grow_codes else codec
+
+
 def run_delays(out: Path, codec: Codec) -> tuple[int, ...]:
     """The delay pattern of the run in `out`: the one its stages have been trained with (a run
     started before band codecs moved to delay 0 keeps its own), else the codec's."""
@@ -127,7 +140,7 @@ def note_codec(codec: Codec, c: CorpusConfig) -> None:
     if c.codec is not None or not isinstance(codec, SpectralCodec):
         return
     have = (codec.config.num_codebooks, codec.codebook_size, codec.config.quantizer, codec.config.frames_per_step)
-    want = (c.codebooks, c.codebook_size, c.quantizer, c.frames_per_step)
+    want = (c.codebooks, c.codebook_size + c.grow_codes, c.quantizer, c.frames_per_step)
     if have != want:
         print(f"note: using the codec at {c.codec_dir} ({have[0]} {have[2]} codebooks of {have[1]}, {have[3]} frames per "
               f"step); the recipe's {want[0]} {want[2]} codebooks of {want[1]}, {want[3]} frames per step, apply only to a "

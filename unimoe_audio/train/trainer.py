@@ -232,7 +232,7 @@ class Trainer:
             batch = self._to_device(self.collate(examples, np.random.default_rng([self.seed, k, 1])))
             sync = m == c.grad_accum - 1 or not self.dist.enabled or self.fsdp  # FSDP reduce-scatters every micro-batch
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
-                if c.self_feed:  # which frames: keyed by the global micro-batch, like condition dropout
+                if c.self_feed and self.step >= c.self_feed_start * c.steps:  # frames keyed by the global micro-batch
                     key = int(np.random.default_rng([self.seed, k, 2]).integers(2 ** 62))
                     frames = torch.Generator(self.device).manual_seed(key)
                     batch = fed_own_predictions(self.ddp, batch, self.model.config.codebook_size, c.self_feed, frames)
