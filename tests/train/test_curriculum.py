@@ -161,7 +161,8 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
     guided = {**STAGE, "align_weight": 1.0, "align_layer": 1}
     recipe = recipe_from_dict(recipe_dict(corpus, tmp_path / "run", backbone_groups=["speech-en"],
                                           stages={"backbone": {**guided, "checkpoint_every": 1, "keep_checkpoints": 3},
-                                                  "specialists": {**STAGE, "steps": 1, "lr": 1e-9}}))
+                                                  "specialists": {**STAGE, "steps": 1, "lr": 1e-9}},
+                                          generation={"tts": {"temperature": 0, "top_k": 5}}))
     run_recipe(recipe, "specialists", progress=False)
     out = tmp_path / "run"
     backbone, _ = load_model(out / "backbone" / "model")
@@ -179,6 +180,9 @@ def test_backbone_starts_every_specialist_then_checkpoints_are_judged(corpus, tm
     assert all(r["English WER"] is not None and r["Mandarin CER"] is None for r in judged)
     assert all(r["English WER (teacher-forced)"] is not None and r["Mandarin CER (teacher-forced)"] is None for r in judged)
     assert (out / "backbone" / "judged.png").stat().st_size > 0
+    # Every model the run saves, the checkpoints' exports too, decodes with the recipe's settings.
+    for model_dir in (out / "specialists" / "music" / "model", out / "backbone" / "exports" / "step-0000002"):
+        assert UniMoEAudio.from_pretrained(model_dir).generation == {"tts": {"temperature": 0, "top_k": 5}}
     assert judge_checkpoints(out / "backbone", per_task=1, progress=False) == judged  # nothing judged twice
     on_train = judge_checkpoints(out / "backbone", "train", per_task=1, every=3, progress=False)  # a split of its own
     assert [r["step"] for r in on_train] == [3] and on_train[0]["English WER (teacher-forced)"] is not None

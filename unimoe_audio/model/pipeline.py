@@ -54,9 +54,9 @@ def model_directory(model: str | Path) -> Path:
 
 
 def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFrontend,
-               dtype: torch.dtype | None = None) -> Path:
-    """Config, front-end and weights (floating-point ones stored as `dtype` if given, e.g. float16;
-    `load_model` reads them back into the model's float32)."""
+               dtype: torch.dtype | None = None, generation: dict[str, dict] | None = None) -> Path:
+    """Config, front-end, weights (floating-point ones stored as `dtype` if given, e.g. float16;
+    `load_model` reads them back into the model's float32) and the sampling defaults per task, if any."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
@@ -65,6 +65,8 @@ def save_model(directory: str | Path, model: UniMoEAudioModel, frontend: TextFro
         save_file(state, str(tmp))
     frontend.save(directory / "frontend.json")
     write_json(directory / "config.json", {"model_type": MODEL_TYPE, **model.config.to_dict()})
+    if generation:
+        write_json(directory / GENERATION_FILE, generation)
     return directory
 
 
@@ -90,15 +92,20 @@ def read_generation_defaults(directory: str | Path) -> dict[str, dict]:
     path = Path(directory) / GENERATION_FILE
     if not path.is_file():
         return {}
-    raw = read_config(directory, "generation defaults", GENERATION_FILE)
+    return check_generation_defaults(read_config(directory, "generation defaults", GENERATION_FILE), str(path))
+
+
+def check_generation_defaults(raw, where: str) -> dict[str, dict]:
+    """`raw`, if it is sampling defaults per task: known tasks, known fields, values `GenerationConfig`
+    accepts; else an error naming `where` they come from."""
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-        raise UniMoEError(f"{path} must map tasks to settings, e.g. {{\"tts\": {{\"temperature\": 0}}}}")
+        raise UniMoEError(f"{where} must map tasks to settings, e.g. {{\"tts\": {{\"temperature\": 0}}}}")
     for task, settings in raw.items():
         if task not in TASKS:
-            raise UniMoEError(f"{path}: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+            raise UniMoEError(f"{where}: unknown task {task!r} (tasks: {', '.join(TASKS)})")
         unknown = sorted(set(settings) - set(SAMPLING_FIELDS))
         if unknown:
-            raise UniMoEError(f"{path}: unknown settings {unknown} for {task} (known: {', '.join(SAMPLING_FIELDS)})")
+            raise UniMoEError(f"{where}: unknown settings {unknown} for {task} (known: {', '.join(SAMPLING_FIELDS)})")
         GenerationConfig(**settings)  # the values themselves
     return raw
 
@@ -163,10 +170,8 @@ class UniMoEAudio:
 
     def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """The model directory; `dtype` (e.g. torch.float16) halves the weights' storage."""
-        save_model(directory, self.model, self.frontend, dtype)
+        save_model(directory, self.model, self.frontend, dtype, self.generation)
         self.codec.save_pretrained(Path(directory) / "codec")
-        if self.generation:
-            write_json(Path(directory) / GENERATION_FILE, self.generation)
         return Path(directory)
 
     def request(self, task: str, text: str = "", language: str | None = None, speaker: str | None = None,

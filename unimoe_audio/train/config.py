@@ -39,6 +39,7 @@ from unimoe_audio.data.sampler import MIXES
 from unimoe_audio.errors import UniMoEError
 from unimoe_audio.model import UniMoEAudioConfig
 from unimoe_audio.model.config import PRESETS
+from unimoe_audio.model.pipeline import check_generation_defaults
 from unimoe_audio.moe import DCMoEConfig
 
 PARALLEL = ("ddp", "fsdp", "ep")
@@ -237,6 +238,9 @@ class RecipeConfig:
     # shape, the corpus's codec its codec or one grown from it; its tokens and codes keep their embeddings
     # (train/warm_start.py); None = fresh weights
     init: str | None = None
+    # sampling defaults per task written into every model the run saves, its checkpoints' exports too
+    # (generation_config.json: what the judges and users decode with), e.g. {tts: {temperature: 0}}
+    generation: dict[str, dict] = field(default_factory=dict)
     stages: dict[str, StageConfig] = field(default_factory=_stage_defaults)
     baselines: dict[str, StageConfig] = field(default_factory=dict)
 
@@ -260,6 +264,10 @@ class RecipeConfig:
         if dense:
             raise _bad(f"parallel: ep splits the routed experts of a DCMoE, but {dense} train dense models; use ddp or fsdp there")
         self.specialist_config()  # the model section, checked when the recipe is read
+        try:
+            check_generation_defaults(self.generation, "generation")
+        except UniMoEError as err:
+            raise _bad(str(err)) from None
 
     @property
     def preset(self) -> str:

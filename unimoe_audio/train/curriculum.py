@@ -192,7 +192,7 @@ def train_stage(run: Run, name: str, model: UniMoEAudioModel, config: StageConfi
                       seed=run.recipe.seed, dist=run.dist, progress=run.progress, name=name)
     model = trainer.fit(resume=True)
     if run.dist.is_main:
-        save_model(final, model, run.frontend)
+        save_model(final, model, run.frontend, generation=run.recipe.generation)
         run.codec.save_pretrained(final / "codec")
         write_json(final / "training.json", {"stage": name, "corpus": str(Path(run.recipe.corpus.path).resolve()),
                                              "recipe": run.recipe.name})

@@ -70,7 +70,7 @@ def export(checkpoint: Path, stage_dir: Path, out: Path) -> Path:
             model.load_state_dict(state["model"])
     except (OSError, RuntimeError, EOFError, ValueError) as err:
         raise UniMoEError(f"checkpoint {checkpoint} cannot be read ({err})") from None
-    save_model(out, model, TextFrontend.load(run / "frontend.json"))
+    save_model(out, model, TextFrontend.load(run / "frontend.json"), generation=recipe.generation)
     load_codec(recipe.corpus.codec_dir).save_pretrained(out / "codec")
     write_json(out / "training.json", {"stage": stage_dir.name, "step": int(state["step"]),
                                        "corpus": str(Path(recipe.corpus.path).resolve())})
