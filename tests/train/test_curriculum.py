@@ -209,7 +209,7 @@ def test_a_run_saved_before_a_setting_existed_still_resumes(corpus, tmp_path):
 
 def test_only_stages_that_have_not_started_may_change(corpus, tmp_path):
     """A run whose specialists hold a checkpoint refuses new specialist settings but accepts new
-    settings for the joint stage, which has not started."""
+    settings for the joint stage, which has not started, and new generation defaults."""
     from unimoe_audio.train.curriculum import same_recipe, started_stages
 
     out = tmp_path / "run"
@@ -220,6 +220,7 @@ def test_only_stages_that_have_not_started_may_change(corpus, tmp_path):
     saved = json.loads(json.dumps(recipe.to_dict()))
     later = json.loads(json.dumps(saved))
     later["stages"]["joint"]["steps"] += 5
+    later["generation"] = {"tts": {"temperature": 0}}  # how the models decode, not what they learn
     assert same_recipe(saved, recipe_from_dict(later), started_stages(out))
     sooner = json.loads(json.dumps(saved))
     sooner["stages"]["specialists"]["steps"] += 5

@@ -162,13 +162,15 @@ def same_recipe(saved: dict, recipe: RecipeConfig, started: set[str] | None = No
     Settings added to the schema since the run was saved count with their defaults, so a newer
     version of the code resumes an older run. The settings of stages not yet `started` (names as
     in `started_stages`; None: all started) may change, so a long run's later stages can be
-    retuned while its first stage trains or after it has finished.
+    retuned while its first stage trains or after it has finished; so may `generation`, which
+    changes how the models decode, not what they learn.
     """
     try:
         before, after = recipe_from_dict(saved).to_dict(), recipe.to_dict()
     except UniMoEError:  # a setting the schema no longer has
         return False
     before, after = json.loads(json.dumps(before)), json.loads(json.dumps(after))
+    before.pop("generation"), after.pop("generation")
     if started is not None:
         for key, name in [("stages", s) for s in STAGES] + [("baselines", b) for b in BASELINES]:
             if (name if key == "stages" else f"baselines/{name}") not in started:
