@@ -3,9 +3,9 @@
 Speaks `--sentences` sentences of the builder's English source (seeded sample) with every English
 base voice through the builder's own `synthesize` (synthesizer -> sox pitch/tempo/trim -> 16 kHz
 wav). For festival's voices it also times, through the same `synthesize`, the way the builder spoke
-before: one `text2wave` process per sentence, which starts festival and loads the voice each time, where `synthesize` keeps
-one festival process per voice and sends it each sentence (the wav is the same, byte for byte:
-tests/data/test_voices.py). Prints seconds per sentence and the ratio, measured in the same run,
+before: one `text2wave` process per sentence, which starts festival and loads the voice each time,
+where `synthesize` keeps one festival process per voice and sends it each sentence (the wav is the
+same, byte for byte: tests/data/test_voices.py). Prints seconds per sentence and the ratio, measured in the same run,
 and what the English of a corpus size costs at these rates with the builder's 2 workers.
 """
 
@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from unittest import mock
 
+from unimoe_audio.data import voices
 from unimoe_audio.data.build import plan
 from unimoe_audio.data.text import english_sentences
-from unimoe_audio.data import voices
 from unimoe_audio.data.voices import BASE_VOICES, Speaker, synthesize
 
 
 def text2wave(voice: str, text: str, wav: Path) -> None:
     """How the builder spoke with festival before: a text2wave process per sentence."""
-    subprocess.run(["text2wave", "-eval", f"({voice})", "-o", str(wav)], input=text.encode(), capture_output=True,
-                   check=True)
+    voices._run(["text2wave", "-eval", f"({voice})", "-o", str(wav)], input=text.encode())
 
 
 def seconds_per_sentence(speak, texts: list[str], out: Path) -> float:
@@ -61,14 +59,15 @@ def main() -> None:
                 synthesize(Speaker(voice), text, wav)
 
             now = seconds_per_sentence(speak, texts, out)
-            old = now
-            if voice.engine == "festival":
-                with mock.patch.object(voices, "_festival_say", text2wave):
-                    old = seconds_per_sentence(speak, texts, out)
-            before += old * items[voice.name]
             after += now * items[voice.name]
-            ratio = f"{old / now:.1f}x" if voice.engine == "festival" else "-"
-            print(f"| {voice.name} | {voice.engine} | {now:.3f} | {f'{old:.3f}' if old != now else '-'} | {ratio} |")
+            if voice.engine != "festival":
+                before += now * items[voice.name]
+                print(f"| {voice.name} | {voice.engine} | {now:.3f} | - | - |")
+                continue
+            with mock.patch.object(voices, "_festival_say", text2wave):
+                old = seconds_per_sentence(speak, texts, out)
+            before += old * items[voice.name]
+            print(f"| {voice.name} | {voice.engine} | {now:.3f} | {old:.3f} | {old / now:.1f}x |")
     print(f"\n`{args.size}`'s {len(english)} English items on 2 workers: {before / 2 / 60:.0f} min with text2wave, "
           f"{after / 2 / 60:.0f} min now ({before / after:.2f}x)")
 

@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -178,15 +177,12 @@ class Festival:
         self._proc = subprocess.Popen(["stdbuf", "-oL", "festival", "--pipe"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr)
         self._pending = b""
-        self._lock = threading.Lock()
         self._command(f"({voice})", f"festival cannot load {voice}", definitions=_FESTIVAL_SAY)
 
     def say(self, text: str, wav: Path) -> None:
-        with self._lock:
-            source = Path(self._dir.name) / "text"
-            source.write_text(text)
-            self._command(f"(uma_say {_scheme_string(str(source))} {_scheme_string(str(wav))})",
-                          "festival failed")
+        source = Path(self._dir.name) / "text"
+        source.write_text(text)
+        self._command(f"(uma_say {_scheme_string(str(source))} {_scheme_string(str(wav))})", "festival failed")
 
     def close(self) -> None:
         if self._proc.poll() is None:
